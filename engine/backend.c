@@ -1,0 +1,50 @@
+/* Choosing a backend by name; constructors of backends absent from this build fail here
+ * with the reason. */
+#include "engine/backend.h"
+
+#include <string.h>
+
+#include "ms_build_config.h"
+
+#if !MS_HAVE_DNNL
+ms_status_t ms_backend_cpu(ms_backend_t **be, int threads)
+{
+    *be = NULL;
+    return MS_ERR(MS_EBACKEND, "this milscreen was built without oneDNN (libdnnl-dev); "
+                               "use --backend ref or rebuild");
+}
+#endif
+
+#if !MS_HAVE_CUDA
+ms_status_t ms_backend_cuda(ms_backend_t **be, int device, const char *precision)
+{
+    *be = NULL;
+    return MS_ERR(MS_EBACKEND, "this milscreen was built without CUDA/cuDNN");
+}
+#endif
+
+ms_status_t ms_backend_open(ms_backend_t **be, const char *name, int device, int threads,
+                            const char *precision)
+{
+    if (!strcmp(name, "ref"))
+        return ms_backend_ref(be);
+    if (!strcmp(name, "cpu"))
+        return ms_backend_cpu(be, threads);
+    if (!strcmp(name, "cuda"))
+        return ms_backend_cuda(be, device, precision);
+    if (!strcmp(name, "auto")) {
+        if (ms_backend_cuda(be, device, precision) == MS_OK)
+            return MS_OK;
+        if (ms_backend_cpu(be, threads) == MS_OK)
+            return MS_OK;
+        return ms_backend_ref(be);
+    }
+    *be = NULL;
+    return MS_ERR(MS_EARG, "unknown backend '%s' (ref, cpu, cuda, auto)", name);
+}
+
+void ms_backend_close(ms_backend_t *be)
+{
+    if (be)
+        be->destroy(be);
+}

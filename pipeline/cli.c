@@ -1,0 +1,87 @@
+/* Shared command-line handling. */
+#include "pipeline/cli.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int ms_cli_common(ms_cli_t *cli, int opt, const char *arg)
+{
+    switch (opt) {
+    case MS_OPT_CONFIG:
+        cli->config_path = arg;
+        return 1;
+    case MS_OPT_SET:
+        if (cli->nsets == MS_CLI_MAX_SETS) {
+            fprintf(stderr, "milscreen %s: too many --set options (at most %d)\n", cli->cmd,
+                    MS_CLI_MAX_SETS);
+            return -1;
+        }
+        cli->sets[cli->nsets++] = arg;
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+ms_status_t ms_cli_config(const ms_cli_t *cli, ms_config_t **cfg)
+{
+    ms_status_t st = ms_config_load(cfg, cli->config_path);
+    if (st)
+        return st;
+    for (int i = 0; i < cli->nsets; i++) {
+        st = ms_config_set(*cfg, cli->sets[i]);
+        if (st) {
+            ms_config_free(*cfg);
+            *cfg = NULL;
+            return st;
+        }
+    }
+    return MS_OK;
+}
+
+int ms_cli_fail(const char *cmd, ms_status_t st)
+{
+    fprintf(stderr, "milscreen %s: error: %s\n", cmd, ms_error_message());
+    const char *t = getenv("MS_TRACE");
+    if (t && *t && strcmp(t, "0"))
+        fprintf(stderr, "  (%s; %s)\n", ms_status_name(st), ms_error_trace());
+    return (st == MS_EARG || st == MS_ECONFIG) ? 2 : 1;
+}
+
+int ms_cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "milscreen %s: ", cmd);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\ntry 'milscreen %s --help'\n", cmd);
+    return 2;
+}
+
+int ms_cli_parse_size(const char *s, int *w, int *h, int *c, int def_c)
+{
+    char *end;
+    long a = strtol(s, &end, 10);
+    if (end == s || *end != 'x')
+        return -1;
+    const char *p = end + 1;
+    long b = strtol(p, &end, 10);
+    if (end == p)
+        return -1;
+    long d = def_c;
+    if (*end == 'x') {
+        p = end + 1;
+        d = strtol(p, &end, 10);
+        if (end == p)
+            return -1;
+    }
+    if (*end || a < 1 || b < 1 || d < 1 || a > 1 << 20 || b > 1 << 20 || d > 4096)
+        return -1;
+    *w = (int)a;
+    *h = (int)b;
+    *c = (int)d;
+    return 0;
+}

@@ -1,0 +1,38 @@
+/* What every command shares: --config, --set, --help, turning a status into a message and
+ * an exit code, and printing only on rank 0. */
+#ifndef MS_CLI_H
+#define MS_CLI_H
+
+#include <getopt.h>
+
+#include "engine/config.h"
+#include "engine/status.h"
+
+#define MS_CLI_MAX_SETS 64
+
+typedef struct {
+    const char *cmd;           /* "train", ... */
+    const char *config_path;   /* --config, or NULL */
+    const char *sets[MS_CLI_MAX_SETS];
+    int nsets;
+} ms_cli_t;
+
+/* getopt_long entries for --config, --set and --help; ids are MS_OPT_CONFIG etc. */
+enum { MS_OPT_CONFIG = 1000, MS_OPT_SET, MS_OPT_HELP, MS_OPT_FIRST_FREE };
+#define MS_CLI_COMMON_OPTIONS                                                          \
+    {"config", required_argument, 0, MS_OPT_CONFIG},                                   \
+        {"set", required_argument, 0, MS_OPT_SET}, { "help", no_argument, 0, MS_OPT_HELP }
+
+/* Handles a common option; returns 1 if it was one, 0 if not, -1 on error. */
+int ms_cli_common(ms_cli_t *cli, int opt, const char *arg);
+/* Loads --config (or an empty config) and applies every --set. */
+ms_status_t ms_cli_config(const ms_cli_t *cli, ms_config_t **cfg);
+/* Prints "milscreen CMD: error: message" (and the trace with MS_TRACE=1); returns the exit
+ * code for the status: 2 for usage and configuration errors, 1 otherwise. */
+int ms_cli_fail(const char *cmd, ms_status_t st);
+/* Exit code 2 with "try 'milscreen CMD --help'". */
+int ms_cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Parses "WxHxC" or "WxH" (C defaults to def_c). */
+int ms_cli_parse_size(const char *s, int *w, int *h, int *c, int def_c);
+
+#endif

@@ -1,0 +1,30 @@
+/* milscreen bench: dispatches to the benchmark sections (--cpu, --gpu, --io). */
+#include <stdio.h>
+#include <string.h>
+
+#include "pipeline/cli.h"
+#include "pipeline/commands.h"
+
+static void help(void)
+{
+    printf("usage: milscreen bench --cpu [--vs-pytorch] [options]\n\n"
+           "  --cpu         the paper's network on the oneDNN CPU backend: training at\n"
+           "                256x256 batch 4 and 900x900 batch 1, inference at 1000x1200,\n"
+           "                per-layer forward/backward times and GFLOP/s\n"
+           "  --vs-pytorch  also run tools/bench-pytorch in the same invocation; print ratios\n"
+           "'milscreen bench --cpu --help' lists the section's own options.\n");
+}
+
+int ms_cmd_bench(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--cpu"))
+            return ms_bench_cpu(argc, argv);
+    }
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            help();
+            return 0;
+        }
+    return ms_cli_usage_error("bench", "choose a section: --cpu");
+}

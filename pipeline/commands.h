@@ -1,0 +1,12 @@
+/* The commands of the milscreen binary; each takes its argv (argv[0] is the command name)
+ * and returns the process exit code. */
+#ifndef MS_COMMANDS_H
+#define MS_COMMANDS_H
+
+int ms_cmd_model(int argc, char **argv);
+int ms_cmd_bench(int argc, char **argv);
+
+/* bench sections, one file each */
+int ms_bench_cpu(int argc, char **argv);
+
+#endif

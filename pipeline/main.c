@@ -1,0 +1,53 @@
+/* milscreen: one binary, one command per job step. */
+#include <stdio.h>
+#include <string.h>
+
+#include "ms_build_config.h"
+#include "pipeline/commands.h"
+
+typedef struct {
+    const char *name;
+    const char *summary;
+    int (*run)(int argc, char **argv);
+} command_t;
+
+static const command_t commands[] = {
+    {"model", "print the network of a config: layers, shapes, parameters, cost", ms_cmd_model},
+    {"bench", "measure speed (--cpu, --gpu, --io), optionally against PyTorch", ms_cmd_bench},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: milscreen <command> [--config FILE] [--set section.key=value ...] "
+               "[options]\n\n"
+               "Classify and segment high-content-screening plates with a multiple instance\n"
+               "learning CNN (Kraus, Ba & Frey 2016).\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\n'milscreen <command> --help' describes a command.\n"
+               "Backends in this build: ref%s%s. MPI: %s.\n",
+            MS_HAVE_DNNL ? ", cpu (oneDNN)" : "", MS_HAVE_CUDA ? ", cuda" : "",
+            MS_HAVE_MPI ? "yes" : "no");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("milscreen %s\n", MS_VERSION);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        if (!strcmp(argv[1], commands[i].name))
+            return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "milscreen: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}
