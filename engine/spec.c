@@ -115,13 +115,8 @@ static ms_status_t read_layer(ms_config_t *cfg, const char *sec, int default_cei
         MS_TRY(ms_config_real(cfg, sec, "a", 10.0, 1e-3, 1e3, &l->a));
         MS_TRY(ms_config_real(cfg, sec, "r", 1.0, 1e-3, 1e3, &l->r));
         MS_TRY(ms_config_real(cfg, sec, "b_init", 0.5, 0.0, 1.0, &l->b_init));
-        if (l->pool != MS_MIL_NOISY_AND &&
-            (ms_config_has(cfg, sec, "a") || ms_config_has(cfg, sec, "b_init")))
-            MS_FAIL(MS_ECONFIG, "%s: [%s] 'a' and 'b_init' belong to pool = noisy_and",
-                    ms_config_where(cfg, sec, NULL), sec);
-        if (l->pool != MS_MIL_LSE && l->pool != MS_MIL_GM && ms_config_has(cfg, sec, "r"))
-            MS_FAIL(MS_ECONFIG, "%s: [%s] 'r' belongs to pool = lse or gm",
-                    ms_config_where(cfg, sec, "r"), sec);
+        /* a, b_init apply to noisy_and and r to lse and gm; they may stay in the file when
+         * a sweep switches the pooling function with --set mil.pool=... */
         break;
     case MS_LAYER_FC:
         MS_TRY(ms_config_choice(cfg, sec, "head", "softmax", head_names, &k));

@@ -1,0 +1,254 @@
+"""The PyTorch twin of a milscreen network.
+
+Builds the same network as milscreen from a milscreen INI config (same layers, ceil-mode
+pooling, the same log-space MIL pooling formulas and loss), loads milscreen's flat parameter
+order or a checkpoint, and reproduces milscreen's dropout masks bit for bit. Users take a
+trained model into their own Python with it; the tests use it as the independent reference.
+
+    import milscreen_torch as mt
+    model = mt.build_model("configs/paper.ini")
+    z, P, y = model(x)                  # x: (N, C, H, W) float, normalised
+    loss = model.loss(t)                # t: (N, K) targets, after a forward
+"""
+import configparser
+import math
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+RESERVED = {"net", "train", "data", "score", "eval", "loader", "bench", "localise", "render"}
+
+
+def read_config(path, sets=()):
+    """Reads an INI file as milscreen does (';' and '#' comments), applying section.key=value
+    overrides. Returns (net options dict, list of (name, options dict) layers in order)."""
+    cp = configparser.ConfigParser(inline_comment_prefixes=(";",), interpolation=None)
+    cp.optionxform = str
+    with open(path) as f:
+        cp.read_file(f)
+    for s in sets:
+        key, value = s.split("=", 1)
+        sec, k = key.split(".", 1)
+        if not cp.has_section(sec):
+            cp.add_section(sec)
+        cp.set(sec, k, value)
+    net = dict(cp["net"]) if cp.has_section("net") else {}
+    layers = [(s, dict(cp[s])) for s in cp.sections() if s not in RESERVED]
+    return net, layers
+
+
+# ---- milscreen's counter-based RNG (engine/rng.h), for identical dropout masks ----------
+_M = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _mix64(z):
+    with np.errstate(over="ignore"):
+        z = np.asarray(z, dtype=np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def dropout_key(seed, step, layer):
+    with np.errstate(over="ignore"):
+        a = _mix64(np.uint64(seed) ^ np.uint64(0x6D696C7363726E))
+        return _mix64(a + np.uint64(step) * np.uint64(0x100000001B3) + np.uint64(layer))
+
+
+def dropout_mask(shape, seed, step, layer, rate):
+    """Keep-mask (float32, scaled by 1/(1-rate)) over the logical NCHW index, as milscreen."""
+    n = int(np.prod(shape))
+    key = dropout_key(seed, step, layer)
+    u = (_mix64(key ^ _mix64(np.arange(n, dtype=np.uint64))) >> np.uint64(40)).astype(
+        np.float32) * np.float32(1.0 / 16777216.0)
+    keep = u >= np.float32(rate)
+    scale = np.float32(1.0) / (np.float32(1.0) - np.float32(rate))
+    return torch.from_numpy((keep.astype(np.float32) * scale).reshape(shape))
+
+
+# ---- MIL pooling in log space (engine/ref/ops.inc is the specification) -----------------
+def mil_pool(z, kind, a=10.0, r=1.0, b=None):
+    """z: (N, K, h, w) logits. Returns P, log P, log(1-P), each (N, K)."""
+    z = z.flatten(2)
+    J = z.shape[2]
+    tiny = torch.finfo(z.dtype).tiny
+    ls = F.logsigmoid
+    if kind == "noisy_and":
+        pbar = torch.sigmoid(z).mean(2)
+        qbar = torch.sigmoid(-z).mean(2)
+        u = a * (pbar - b)
+        lden = math.log(-math.expm1(-a))
+        lp = ls(u) + torch.log((-torch.expm1(-a * pbar)).clamp_min(tiny)) - ls(a * (1 - b)) - lden
+        l1 = ls(-u) + torch.log((-torch.expm1(-a * qbar)).clamp_min(tiny)) - ls(a * b) - lden
+    elif kind == "lse":
+        P = torch.log1p(torch.expm1(r * torch.sigmoid(z)).mean(2)) / r
+        Q = -torch.log1p(torch.expm1(-r * torch.sigmoid(-z)).mean(2)) / r
+        lp, l1 = torch.log(P.clamp_min(tiny)), torch.log(Q.clamp_min(tiny))
+    elif kind == "gm":
+        lp = (torch.logsumexp(r * ls(z), 2) - math.log(J)) / r
+        l1 = torch.log((-torch.expm1(lp)).clamp_min(tiny))
+    elif kind == "max":
+        zm = z.max(2).values
+        lp, l1 = ls(zm), ls(-zm)
+    elif kind == "noisy_or":
+        l1 = ls(-z).sum(2)
+        lp = torch.log((-torch.expm1(l1)).clamp_min(tiny))
+    elif kind == "isr":
+        L = torch.logsumexp(z, 2)
+        lp, l1 = ls(L), ls(-L)
+    else:
+        raise ValueError(f"unknown MIL pooling {kind}")
+    return torch.exp(lp), lp, l1
+
+
+class MilNet(nn.Module):
+    """The milscreen network; parameters are named after the config sections."""
+
+    def __init__(self, net, layers):
+        super().__init__()
+        self.channels = int(net.get("channels", 3))
+        self.classes = int(net.get("classes", 12))
+        rounding = net.get("rounding", "ceil")
+        self.spec = []
+        self.convs = nn.ModuleDict()
+        c = self.channels
+        self.mil = None
+        self.head = None
+        for name, o in layers:
+            kind = o.get("type", "conv")
+            if kind == "conv":
+                f = o["filters"]
+                f = self.classes if f == "classes" else int(f)
+                k, s, p = int(o.get("size", 3)), int(o.get("stride", 1)), int(o.get("pad", 0))
+                self.convs[name] = nn.Conv2d(c, f, k, s, p)
+                self.spec.append(("conv", name, o.get("activation", "relu") == "relu"))
+                c = f
+            elif kind in ("maxpool", "avgpool"):
+                k, s, p = int(o.get("size", 3)), int(o.get("stride", 2)), int(o.get("pad", 0))
+                ceil = o.get("rounding", rounding) == "ceil"
+                self.spec.append((kind, name, (k, s, p, ceil)))
+            elif kind == "relu":
+                self.spec.append(("relu", name, None))
+            elif kind == "dropout":
+                self.spec.append(("dropout", name, float(o.get("rate", 0.5))))
+            elif kind == "mil":
+                self.mil = dict(kind=o.get("pool", "noisy_and"), a=float(o.get("a", 10)),
+                                r=float(o.get("r", 1)), name=name)
+                if self.mil["kind"] == "noisy_and":
+                    self.register_parameter(
+                        "mil_b", nn.Parameter(torch.full((c,), float(o.get("b_init", 0.5)))))
+                self.spec.append(("mil", name, None))
+            elif kind == "fc":
+                self.fc = nn.Linear(c, c)
+                self.head = o.get("head", "softmax")
+                self.fc_name = name
+                self.spec.append(("fc", name, None))
+            else:
+                raise ValueError(f"[{name}] unknown type {kind}")
+        self.dropout_seed = None  # (seed, step) to reproduce milscreen's masks exactly
+        self._last = None
+
+    def forward(self, x):
+        """Returns (z, P, y): class-map logits (N,K,h,w), MIL output (N,K), head logits."""
+        for i, (kind, name, arg) in enumerate(self.spec):
+            if kind == "conv":
+                x = self.convs[name](x)
+                if arg:
+                    x = F.relu(x)
+            elif kind == "maxpool":
+                k, s, p, ceil = arg
+                x = F.max_pool2d(x, k, s, p, ceil_mode=ceil)
+            elif kind == "avgpool":
+                k, s, p, ceil = arg
+                x = F.avg_pool2d(x, k, s, p, ceil_mode=ceil, count_include_pad=False)
+            elif kind == "relu":
+                x = F.relu(x)
+            elif kind == "dropout":
+                if self.training and arg > 0:
+                    if self.dropout_seed is not None:
+                        seed, step = self.dropout_seed
+                        x = x * dropout_mask(tuple(x.shape), seed, step, i, arg).to(x)
+                    else:
+                        x = F.dropout(x, arg, True)
+            elif kind == "mil":
+                z = x
+                m = self.mil
+                P, lp, l1 = mil_pool(z, m["kind"], m["a"], m["r"],
+                                     getattr(self, "mil_b", None))
+                x = P
+            elif kind == "fc":
+                x = self.fc(x)
+        y = x if self.head else None
+        self._last = (P, lp, l1, y)
+        return z, P, y
+
+    def loss(self, t):
+        """Eq. 2 of the paper, mean over the batch, after a forward pass."""
+        P, lp, l1, y = self._last
+        L = -(t * lp + (1 - t) * l1).sum(1)
+        if y is not None:
+            if self.head == "softmax":
+                L = L - (t * F.log_softmax(y, 1)).sum(1)
+            else:
+                L = L + F.binary_cross_entropy_with_logits(y, t, reduction="none").sum(1)
+        return L.mean()
+
+    def head_prob(self):
+        P, lp, l1, y = self._last
+        return F.softmax(y, 1) if self.head == "softmax" else torch.sigmoid(y)
+
+    def flat_parameters(self):
+        """Parameters in milscreen's flat order: per layer, weights then bias."""
+        out = []
+        for kind, name, _ in self.spec:
+            if kind == "conv":
+                out += [self.convs[name].weight, self.convs[name].bias]
+            elif kind == "mil" and hasattr(self, "mil_b"):
+                out.append(self.mil_b)
+            elif kind == "fc":
+                out += [self.fc.weight, self.fc.bias]
+        return out
+
+    def named_layer_parameters(self):
+        """(dataset name in a milscreen checkpoint, tensor), e.g. ('conv1/weight', w)."""
+        out = []
+        for kind, name, _ in self.spec:
+            if kind == "conv":
+                out += [(f"{name}/weight", self.convs[name].weight),
+                        (f"{name}/bias", self.convs[name].bias)]
+            elif kind == "mil" and hasattr(self, "mil_b"):
+                out.append((f"{name}/threshold", self.mil_b))
+            elif kind == "fc":
+                out += [(f"{name}/weight", self.fc.weight), (f"{name}/bias", self.fc.bias)]
+        return out
+
+    def load_flat(self, flat):
+        flat = torch.as_tensor(np.asarray(flat))
+        off = 0
+        with torch.no_grad():
+            for p in self.flat_parameters():
+                n = p.numel()
+                p.copy_(flat[off:off + n].view_as(p))
+                off += n
+        if off != flat.numel():
+            raise ValueError(f"flat parameters: {flat.numel()} values for {off} parameters")
+
+
+def build_model(config_path, sets=()):
+    net, layers = read_config(config_path, sets)
+    return MilNet(net, layers)
+
+
+def load_checkpoint(model, path):
+    """Loads the weights of a milscreen checkpoint (HDF5, one dataset per parameter in
+    PyTorch's layout under the layer's name) into model."""
+    import h5py
+    with h5py.File(path, "r") as f:
+        with torch.no_grad():
+            for name, p in model.named_layer_parameters():
+                if name not in f["weights"]:
+                    raise KeyError(f"{path}: no weights/{name}")
+                p.copy_(torch.from_numpy(f["weights"][name][()]).view_as(p))
+    return model
