@@ -1,0 +1,255 @@
+/* Evaluation metrics on plain arrays. Sums are in double and counts in size_t, so results
+ * are exact rationals rounded once. */
+#include "pipeline/metrics.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+void ms_argmax_rows(int *pred, const float *prob, size_t N, int K)
+{
+    for (size_t i = 0; i < N; i++) {
+        const float *p = prob + i * (size_t)K;
+        int best = 0;
+        for (int k = 1; k < K; k++)
+            if (p[k] > p[best])
+                best = k;
+        pred[i] = K > 0 ? best : -1;
+    }
+}
+
+double ms_accuracy(const int *pred, const int *label, size_t n, size_t *n_used)
+{
+    size_t used = 0, right = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (label[i] < 0)
+            continue;
+        used++;
+        right += pred[i] == label[i];
+    }
+    if (n_used)
+        *n_used = used;
+    return used ? (double)right / used : NAN;
+}
+
+ms_status_t ms_mean_class_accuracy(const int *pred, const int *label, size_t n, int K,
+                                   double *out)
+{
+    ms_status_t st = MS_OK;
+    size_t *count = NULL, *right = NULL; /* (K) */
+    *out = NAN;
+    if (K < 1)
+        MS_FAIL(MS_EARG, "mean class accuracy: %d classes", K);
+    MS_ALLOC(count, K, "per-class counts");
+    MS_ALLOC(right, K, "per-class counts");
+    for (size_t i = 0; i < n; i++) {
+        if (label[i] < 0)
+            continue;
+        if (label[i] >= K)
+            MS_FAIL(MS_EARG, "mean class accuracy: label %d of image %zu is not below %d classes",
+                    label[i], i, K);
+        count[label[i]]++;
+        right[label[i]] += pred[i] == label[i];
+    }
+    double sum = 0;
+    int present = 0;
+    for (int k = 0; k < K; k++) {
+        if (!count[k])
+            continue;
+        sum += (double)right[k] / count[k];
+        present++;
+    }
+    *out = present ? sum / present : NAN;
+done:
+    free(count);
+    free(right);
+    return st;
+}
+
+typedef struct {
+    float s;
+    int t;
+} scored_t;
+
+static int by_score_desc(const void *a, const void *b)
+{
+    float x = ((const scored_t *)a)->s, y = ((const scored_t *)b)->s;
+    return (x < y) - (x > y);
+}
+
+ms_status_t ms_average_precision(const float *score, const int *truth, size_t n, size_t stride,
+                                 double *out)
+{
+    ms_status_t st = MS_OK;
+    scored_t *v = NULL; /* (m) the known samples */
+    *out = NAN;
+    MS_ALLOC(v, n, "average precision");
+    size_t m = 0, npos = 0;
+    for (size_t i = 0; i < n; i++) {
+        int t = truth[i * stride];
+        float s = score[i * stride];
+        if (t < 0)
+            continue;
+        if (isnan(s))
+            MS_FAIL(MS_EARG, "average precision: score %zu is NaN", i);
+        v[m].s = s;
+        v[m].t = t > 0;
+        npos += t > 0;
+        m++;
+    }
+    if (npos == 0)
+        goto done;
+    qsort(v, m, sizeof *v, by_score_desc);
+    /* Walk the distinct thresholds from the top: each group of tied scores is one step of
+     * the precision-recall curve, adding (recall gained) x (precision at that point). */
+    size_t tp = 0, seen = 0;
+    double ap = 0;
+    for (size_t i = 0; i < m;) {
+        size_t j = i, gained = 0;
+        while (j < m && v[j].s == v[i].s) {
+            gained += v[j].t;
+            j++;
+        }
+        tp += gained;
+        seen = j;
+        if (gained)
+            ap += ((double)gained / npos) * ((double)tp / seen);
+        i = j;
+    }
+    *out = ap;
+done:
+    free(v);
+    return st;
+}
+
+ms_status_t ms_mean_average_precision(const float *prob, const int *truth, size_t N, int K,
+                                      double *ap, double *map)
+{
+    ms_status_t st = MS_OK;
+    double sum = 0;
+    int used = 0;
+    *map = NAN;
+    for (int k = 0; k < K; k++) {
+        double a;
+        MS_TRY(ms_average_precision(prob + k, truth + k, N, (size_t)K, &a));
+        if (ap)
+            ap[k] = a;
+        if (!isnan(a)) {
+            sum += a;
+            used++;
+        }
+    }
+    *map = used ? sum / used : NAN;
+done:
+    return st;
+}
+
+static int cmp_float(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+typedef struct {
+    int treatment;
+    size_t index;
+} member_t;
+
+static int by_treatment(const void *a, const void *b)
+{
+    const member_t *x = a, *y = b;
+    if (x->treatment != y->treatment)
+        return (x->treatment > y->treatment) - (x->treatment < y->treatment);
+    return (x->index > y->index) - (x->index < y->index);
+}
+
+ms_status_t ms_treatment_accuracy(const float *prob, const int *treatment, const int *label,
+                                  size_t N, int K, double *acc, size_t *n_treatments)
+{
+    ms_status_t st = MS_OK;
+    member_t *m = NULL;   /* (n) images with a treatment, grouped */
+    float *col = NULL;    /* (n) one class's probabilities within a group */
+    float *med = NULL;    /* (K) the group's median vector */
+    size_t *votes = NULL; /* (K) label counts within a group */
+    *acc = NAN;
+    if (n_treatments)
+        *n_treatments = 0;
+    if (K < 1)
+        MS_FAIL(MS_EARG, "treatment accuracy: %d classes", K);
+    MS_ALLOC(m, N, "treatment groups");
+    MS_ALLOC(col, N, "treatment medians");
+    MS_ALLOC(med, K, "treatment medians");
+    MS_ALLOC(votes, K, "treatment labels");
+    size_t n = 0;
+    for (size_t i = 0; i < N; i++)
+        if (treatment[i] >= 0)
+            m[n++] = (member_t){treatment[i], i};
+    qsort(m, n, sizeof *m, by_treatment);
+    size_t scored = 0, right = 0;
+    for (size_t g = 0; g < n;) {
+        size_t e = g;
+        while (e < n && m[e].treatment == m[g].treatment)
+            e++;
+        size_t cnt = e - g;
+        memset(votes, 0, K * sizeof *votes);
+        int known = 0;
+        for (size_t j = g; j < e; j++) {
+            int l = label[m[j].index];
+            if (l >= K)
+                MS_FAIL(MS_EARG, "treatment accuracy: label %d of image %zu is not below %d "
+                        "classes", l, m[j].index, K);
+            if (l >= 0) {
+                votes[l]++;
+                known = 1;
+            }
+        }
+        if (known) {
+            int truth = 0;
+            for (int k = 1; k < K; k++)
+                if (votes[k] > votes[truth])
+                    truth = k;
+            for (int k = 0; k < K; k++) {
+                for (size_t j = g; j < e; j++)
+                    col[j - g] = prob[m[j].index * (size_t)K + k];
+                qsort(col, cnt, sizeof *col, cmp_float);
+                med[k] = cnt % 2 ? col[cnt / 2]
+                                 : (float)(0.5 * ((double)col[cnt / 2 - 1] + col[cnt / 2]));
+            }
+            int pred;
+            ms_argmax_rows(&pred, med, 1, K);
+            scored++;
+            right += pred == truth;
+        }
+        g = e;
+    }
+    if (n_treatments)
+        *n_treatments = scored;
+    *acc = scored ? (double)right / scored : NAN;
+done:
+    free(m);
+    free(col);
+    free(med);
+    free(votes);
+    return st;
+}
+
+double ms_mask_iou(const uint8_t *a, const uint8_t *b, size_t n)
+{
+    size_t inter = 0, uni = 0;
+    for (size_t i = 0; i < n; i++) {
+        int x = a[i] != 0, y = b[i] != 0;
+        inter += x & y;
+        uni += x | y;
+    }
+    return uni ? (double)inter / uni : 1.0;
+}
+
+double ms_mean_iou(const uint8_t *a, const uint8_t *b, size_t N, size_t hw)
+{
+    if (N == 0)
+        return NAN;
+    double s = 0;
+    for (size_t i = 0; i < N; i++)
+        s += ms_mask_iou(a + i * hw, b + i * hw, hw);
+    return s / N;
+}
