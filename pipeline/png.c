@@ -139,6 +139,24 @@ int ms_font_dot(char ch, int col, int row)
     return g->rows[row][col] == '#';
 }
 
+int ms_font_selfcheck(void)
+{
+    int bad = 0;
+    for (size_t i = 0; i < sizeof font / sizeof *font; i++)
+        for (int row = 0; row < MS_FONT_H; row++)
+            bad += strlen(font[i].rows[row]) != MS_FONT_W ||
+                   strspn(font[i].rows[row], ".#") != MS_FONT_W;
+    return bad;
+}
+
+const char *ms_font_charset(void)
+{
+    static char set[sizeof font / sizeof *font + 1];
+    for (size_t i = 0; i < sizeof font / sizeof *font; i++)
+        set[i] = font[i].ch;
+    return set;
+}
+
 int ms_font_text_width(const char *s, int scale)
 {
     size_t n = strlen(s);

@@ -33,6 +33,10 @@ int ms_font_text_height(int scale);
 int ms_font_draw(ms_canvas_t *c, int x, int y, const char *s, int scale, const uint8_t rgb[3]);
 /* The dot (col, row) of ch's glyph, for tests: 1 if set. */
 int ms_font_dot(char ch, int col, int row);
+/* Number of malformed glyphs in the table (a row not exactly 5 of '.' and '#'): 0. */
+int ms_font_selfcheck(void);
+/* The characters the font has, upper case only, as one string. */
+const char *ms_font_charset(void);
 
 /* Writes an 8-bit RGB PNG: path.tmp.PID first, renamed to path when complete. */
 ms_status_t ms_png_write(const char *path, const uint8_t *rgb, int w, int h);

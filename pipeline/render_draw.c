@@ -1,0 +1,181 @@
+/* Composes the render picture from arrays: channels to colours with a percentile stretch,
+ * the class map as a heat overlay placed by the network's geometry, the mask outline, and a
+ * text panel in the built-in font. No files here (render.c reads them). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pipeline/render.h"
+
+void ms_render_default_colours(uint8_t (*rgb)[3], int C)
+{
+    static const uint8_t grey[3] = {255, 255, 255};
+    static const uint8_t two[2][3] = {{0, 255, 0}, {255, 0, 255}};
+    static const uint8_t three[3][3] = {{255, 0, 0}, {0, 255, 0}, {0, 0, 255}};
+    for (int c = 0; c < C; c++) {
+        const uint8_t *src = C == 1 ? grey : C == 2 ? two[c] : c < 3 ? three[c] : NULL;
+        for (int k = 0; k < 3; k++)
+            rgb[c][k] = src ? src[k] : 0;
+    }
+}
+
+void ms_render_heat(uint8_t rgb[3], float p)
+{
+    p = p < 0 ? 0 : p > 1 ? 1 : p;
+    for (int k = 0; k < 3; k++) {
+        float v = 3 * p - k;
+        rgb[k] = (uint8_t)(255 * (v < 0 ? 0 : v > 1 ? 1 : v) + 0.5f);
+    }
+}
+
+static int cmp_float(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+/* Low and high percentiles of one channel, from at most about a million samples (a regular
+ * subsample: percentiles of a large image do not need every pixel). */
+static ms_status_t channel_range(const float *x, size_t n, double pct, float *lo, float *hi)
+{
+    ms_status_t st = MS_OK;
+    float *s = NULL; /* (m) */
+    size_t step = n > (1u << 20) ? n / (1u << 20) : 1, m = 0;
+    MS_ALLOC(s, n / step + 1, "contrast stretch");
+    for (size_t i = 0; i < n; i += step)
+        if (isfinite(x[i]))
+            s[m++] = x[i];
+    *lo = 0;
+    *hi = 1;
+    if (m) {
+        qsort(s, m, sizeof *s, cmp_float);
+        *lo = s[(size_t)(pct / 100 * (m - 1) + 0.5)];
+        *hi = s[(size_t)((100 - pct) / 100 * (m - 1) + 0.5)];
+    }
+    if (!(*hi > *lo))
+        *hi = *lo + 1; /* flat channel: shows as black rather than dividing by zero */
+done:
+    free(s);
+    return st;
+}
+
+/* Bilinear sample of map (h, w) at fractional instance coordinates, clamped at the edges. */
+static float sample(const float *map, int h, int w, double u, double v)
+{
+    u = u < 0 ? 0 : u > w - 1 ? w - 1 : u;
+    v = v < 0 ? 0 : v > h - 1 ? h - 1 : v;
+    int u0 = (int)u, v0 = (int)v;
+    int u1 = u0 + 1 < w ? u0 + 1 : u0, v1 = v0 + 1 < h ? v0 + 1 : v0;
+    double fu = u - u0, fv = v - v0;
+    double top = (1 - fu) * map[v0 * w + u0] + fu * map[v0 * w + u1];
+    double bot = (1 - fu) * map[v1 * w + u0] + fu * map[v1 * w + u1];
+    return (float)((1 - fv) * top + fv * bot);
+}
+
+ms_status_t ms_render_draw(ms_canvas_t *canvas, const ms_render_t *r)
+{
+    ms_status_t st = MS_OK;
+    float *acc = NULL;     /* (H, W, 3) */
+    uint8_t(*col)[3] = NULL; /* (C) */
+    canvas->rgb = NULL;
+    if (r->C < 1 || r->H < 1 || r->W < 1 || (r->map && (r->h < 1 || r->w < 1)))
+        MS_FAIL(MS_EARG, "render: image %dx%dx%d, map %dx%d", r->W, r->H, r->C, r->w, r->h);
+    const int H = r->H, W = r->W;
+    const size_t hw = (size_t)H * W;
+    /* Text size grows with the image so that it stays readable when the PNG is shown
+     * scaled to a screen: 7 px glyphs at 256 px, 28 px at 1024. */
+    const int scale = H / 256 > 2 ? H / 256 : 2;
+    const int margin = 4 * scale, line_h = ms_font_text_height(scale) + 3 * scale;
+    int panel_w = 0;
+    for (int i = 0; i < r->nlines; i++) {
+        int tw = ms_font_text_width(r->lines[i], scale);
+        panel_w = tw > panel_w ? tw : panel_w;
+    }
+    panel_w = r->nlines ? panel_w + 2 * margin : 0;
+    int canvas_h = 2 * margin + r->nlines * line_h;
+    canvas_h = canvas_h > H ? canvas_h : H;
+    MS_TRY(ms_canvas_init(canvas, W + panel_w, canvas_h));
+    memset(canvas->rgb, 24, (size_t)canvas->w * canvas->h * 3); /* dark grey panel */
+
+    /* Channels: each stretched to [0, 1] between its percentiles, times its colour, summed
+     * and clipped (additive mixing, as a fluorescence viewer does). */
+    MS_ALLOC(col, r->C, "channel colours");
+    if (r->colours)
+        memcpy(col, r->colours, sizeof *col * r->C);
+    else
+        ms_render_default_colours(col, r->C);
+    MS_ALLOC(acc, hw * 3, "render");
+    for (int c = 0; c < r->C; c++) {
+        if (!col[c][0] && !col[c][1] && !col[c][2])
+            continue;
+        const float *x = r->img + (size_t)c * hw;
+        float lo = 0, hi = 1;
+        MS_TRY(channel_range(x, hw, r->percentile, &lo, &hi));
+        float inv = 1.0f / (hi - lo);
+        for (size_t i = 0; i < hw; i++) {
+            float v = isfinite(x[i]) ? (x[i] - lo) * inv : 0;
+            v = v < 0 ? 0 : v > 1 ? 1 : v;
+            for (int k = 0; k < 3; k++)
+                acc[3 * i + k] += v * col[c][k];
+        }
+    }
+    for (int y = 0; y < H; y++)
+        for (int x = 0; x < W; x++) {
+            uint8_t *p = canvas->rgb + ((size_t)y * canvas->w + x) * 3;
+            for (int k = 0; k < 3; k++) {
+                float v = acc[3 * ((size_t)y * W + x) + k];
+                p[k] = (uint8_t)(v > 255 ? 255 : v + 0.5f);
+            }
+        }
+
+    /* Heat: opacity proportional to the probability, so that confident instances stand out
+     * and the image shows through where the class is absent. */
+    if (r->map) {
+        for (int y = 0; y < H; y++)
+            for (int x = 0; x < W; x++) {
+                double u, v;
+                if (r->stride > 0) {
+                    u = (x - r->offset) / r->stride;
+                    v = (y - r->offset) / r->stride;
+                } else {
+                    u = (x + 0.5) * r->w / W - 0.5;
+                    v = (y + 0.5) * r->h / H - 0.5;
+                }
+                float p = sample(r->map, r->h, r->w, u, v);
+                uint8_t heat[3];
+                ms_render_heat(heat, p);
+                ms_canvas_blend(canvas, x, y, heat, (float)(r->heat_alpha * p));
+            }
+    }
+
+    /* Mask outline: inside pixels with an outside 4-neighbour (the image border counts as
+     * outside), thickened for large images. */
+    if (r->mask) {
+        static const uint8_t cyan[3] = {0, 255, 255};
+        int t = W / 512 + 1;
+        for (int y = 0; y < H; y++)
+            for (int x = 0; x < W; x++) {
+                if (!r->mask[(size_t)y * W + x])
+                    continue;
+                int edge = x == 0 || y == 0 || x == W - 1 || y == H - 1 ||
+                           !r->mask[(size_t)y * W + x - 1] || !r->mask[(size_t)y * W + x + 1] ||
+                           !r->mask[(size_t)(y - 1) * W + x] || !r->mask[(size_t)(y + 1) * W + x];
+                if (edge)
+                    for (int dy = 0; dy < t; dy++)
+                        for (int dx = 0; dx < t; dx++)
+                            if (x + dx < W && y + dy < H)
+                                ms_canvas_blend(canvas, x + dx, y + dy, cyan, 1);
+            }
+    }
+
+    static const uint8_t white[3] = {255, 255, 255};
+    for (int i = 0; i < r->nlines; i++)
+        ms_font_draw(canvas, W + margin, margin + i * line_h, r->lines[i], scale,
+                     r->line_rgb[i] ? r->line_rgb[i] : white);
+done:
+    free(acc);
+    free(col);
+    if (st)
+        ms_canvas_free(canvas);
+    return st;
+}
