@@ -123,6 +123,8 @@ class MilNet(nn.Module):
                 f = self.classes if f == "classes" else int(f)
                 k, s, p = int(o.get("size", 3)), int(o.get("stride", 1)), int(o.get("pad", 0))
                 self.convs[name] = nn.Conv2d(c, f, k, s, p)
+                if "bias_init" in o:
+                    nn.init.constant_(self.convs[name].bias, float(o["bias_init"]))
                 self.spec.append(("conv", name, o.get("activation", "relu") == "relu"))
                 c = f
             elif kind in ("maxpool", "avgpool"):
