@@ -498,8 +498,13 @@ static ms_status_t cuda_plan_create(ms_backend_t *be, ms_plan_t *pl)
     c->mem.arena = bytes;
     c->mem.workspace = ws;
     layout(c, pl, p, p->arena);
-    /* nothing uninitialised is ever read, but a zeroed arena makes a bug reproducible */
-    CU(cudaMemsetAsync(p->arena, 0, bytes, c->stream));
+    /* Nothing unwritten is ever read, but a zeroed arena makes a bug reproducible; the tests
+     * set MILSCREEN_CUDA_POISON=1 to fill it with NaN instead (0xffff is NaN in float and in
+     * bf16), so that an element a kernel forgets to write fails the comparison. */
+    {
+        const char *poison = getenv("MILSCREEN_CUDA_POISON");
+        CU(cudaMemsetAsync(p->arena, poison && *poison == '1' ? 0xff : 0, bytes, c->stream));
+    }
     return MS_OK;
 done:
     cuda_plan_destroy(be, pl);
