@@ -11,8 +11,11 @@ static void help(void)
            "  --cpu         the paper's network on the oneDNN CPU backend: training at\n"
            "                256x256 batch 4 and 900x900 batch 1, inference at 1000x1200,\n"
            "                per-layer forward/backward times and GFLOP/s\n"
+           "  --gpu         the paper's network on the CUDA backend in fp32, TF32 and bf16:\n"
+           "                training at 900x900 batch 16, inference at 1000x1200, peak\n"
+           "                device memory, per-layer times\n"
            "  --vs-pytorch  also run tools/bench-pytorch in the same invocation; print ratios\n"
-           "'milscreen bench --cpu --help' lists the section's own options.\n");
+           "'milscreen bench --cpu --help' lists the section's own options (--gpu too).\n");
 }
 
 int ms_cmd_bench(int argc, char **argv)
@@ -20,11 +23,13 @@ int ms_cmd_bench(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--cpu"))
             return ms_bench_cpu(argc, argv);
+        if (!strcmp(argv[i], "--gpu"))
+            return ms_bench_gpu(argc, argv);
     }
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             help();
             return 0;
         }
-    return ms_cli_usage_error("bench", "choose a section: --cpu");
+    return ms_cli_usage_error("bench", "choose a section: --cpu or --gpu");
 }

@@ -8,5 +8,6 @@ int ms_cmd_bench(int argc, char **argv);
 
 /* bench sections, one file each */
 int ms_bench_cpu(int argc, char **argv);
+int ms_bench_gpu(int argc, char **argv);
 
 #endif
