@@ -14,6 +14,9 @@ typedef struct {
 static const command_t commands[] = {
     {"model", "print the network of a config: layers, shapes, parameters, cost", ms_cmd_model},
     {"bench", "measure speed (--cpu, --gpu, --io), optionally against PyTorch", ms_cmd_bench},
+    {"eval", "accuracy, mAP, treatment and per-cell accuracy, mask IoU of score outputs",
+     ms_cmd_eval},
+    {"render", "a PNG of one scored image: class map, mask outline, probabilities", ms_cmd_render},
 };
 
 static void usage(FILE *f)

@@ -1,0 +1,556 @@
+/* Score outputs and the parts of input shards that evaluation and rendering read, through
+ * plain HDF5. Strings may be variable- or fixed-length (h5py writes the former, many tools
+ * the latter); numbers are converted by HDF5 to the native type asked for. */
+#include "pipeline/evalio.h"
+
+#include <hdf5.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MS_H5CK(call, ...)                                                             \
+    do {                                                                               \
+        if ((call) < 0)                                                                \
+            MS_FAIL(MS_EFORMAT, __VA_ARGS__);                                          \
+    } while (0)
+
+/* Whether every component of an absolute path exists (H5Lexists needs the parents). */
+static int exists(hid_t f, const char *path)
+{
+    char buf[256];
+    size_t n = strlen(path);
+    if (n >= sizeof buf)
+        return 0;
+    for (size_t i = 1; i <= n; i++) {
+        if (path[i] != '/' && path[i] != 0)
+            continue;
+        memcpy(buf, path, i);
+        buf[i] = 0;
+        if (H5Lexists(f, buf, H5P_DEFAULT) <= 0)
+            return 0;
+    }
+    return 1;
+}
+
+static ms_status_t dims_of(hid_t f, const char *file, const char *name, int *rank,
+                           hsize_t dims[4])
+{
+    ms_status_t st = MS_OK;
+    hid_t d = -1, sp = -1;
+    MS_H5CK(d = H5Dopen2(f, name, H5P_DEFAULT), "%s: cannot open dataset %s", file, name);
+    MS_H5CK(sp = H5Dget_space(d), "%s: %s has no dataspace", file, name);
+    int r = H5Sget_simple_extent_ndims(sp);
+    if (r < 1 || r > 4)
+        MS_FAIL(MS_EFORMAT, "%s: %s has rank %d (expected 1 to 4)", file, name, r);
+    MS_H5CK(H5Sget_simple_extent_dims(sp, dims, NULL), "%s: %s: dimensions", file, name);
+    *rank = r;
+done:
+    if (sp >= 0)
+        H5Sclose(sp);
+    if (d >= 0)
+        H5Dclose(d);
+    return st;
+}
+
+/* Reads a whole numeric dataset converted to mtype into a new buffer of `count` elements
+ * (the caller has checked the shape). */
+static ms_status_t read_all(hid_t f, const char *file, const char *name, hid_t mtype,
+                            size_t elem, size_t count, void **out)
+{
+    ms_status_t st = MS_OK;
+    hid_t d = -1;
+    *out = calloc(count ? count : 1, elem);
+    if (!*out)
+        MS_FAIL(MS_ENOMEM, "out of memory reading %s from %s", name, file);
+    MS_H5CK(d = H5Dopen2(f, name, H5P_DEFAULT), "%s: cannot open dataset %s", file, name);
+    MS_H5CK(H5Dread(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, *out),
+            "%s: cannot read %s as %s", file, name, mtype == H5T_NATIVE_FLOAT ? "float" : "int");
+done:
+    if (d >= 0)
+        H5Dclose(d);
+    if (st) {
+        free(*out);
+        *out = NULL;
+    }
+    return st;
+}
+
+static void free_strings(char **s, size_t n)
+{
+    if (!s)
+        return;
+    for (size_t i = 0; i < n; i++)
+        free(s[i]);
+    free(s);
+}
+
+/* n strings from a dataset (is_attr 0) or an attribute (1) of type ftype, variable- or
+ * fixed-length, into malloc'd C strings. */
+static ms_status_t read_strings(hid_t obj, int is_attr, hid_t ftype, size_t n, const char *what,
+                                char ***out)
+{
+    ms_status_t st = MS_OK;
+    hid_t mt = -1;
+    char **res = NULL, **vl = NULL, *fixed = NULL;
+    MS_ALLOC(res, n, what);
+    int vlen = H5Tis_variable_str(ftype) > 0;
+    MS_H5CK(mt = H5Tcopy(H5T_C_S1), "%s: string type", what);
+    /* HDF5 does not convert between ASCII and UTF-8 (h5py writes UTF-8): read as stored. */
+    MS_H5CK(H5Tset_cset(mt, H5Tget_cset(ftype)), "%s: string type", what);
+    if (vlen) {
+        MS_H5CK(H5Tset_size(mt, H5T_VARIABLE), "%s: string type", what);
+        MS_ALLOC(vl, n, what);
+        MS_H5CK(is_attr ? H5Aread(obj, mt, vl) : H5Dread(obj, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, vl),
+                "cannot read the strings of %s", what);
+        for (size_t i = 0; i < n; i++) {
+            res[i] = strdup(vl[i] ? vl[i] : "");
+            if (!res[i])
+                MS_FAIL(MS_ENOMEM, "out of memory reading %s", what);
+        }
+    } else {
+        size_t len = H5Tget_size(ftype);
+        MS_H5CK(H5Tset_size(mt, len + 1), "%s: string type", what);
+        MS_H5CK(H5Tset_strpad(mt, H5T_STR_NULLTERM), "%s: string type", what);
+        MS_ALLOC(fixed, n * (len + 1), what);
+        MS_H5CK(is_attr ? H5Aread(obj, mt, fixed)
+                        : H5Dread(obj, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, fixed),
+                "cannot read the strings of %s", what);
+        for (size_t i = 0; i < n; i++) {
+            res[i] = strndup(fixed + i * (len + 1), len);
+            if (!res[i])
+                MS_FAIL(MS_ENOMEM, "out of memory reading %s", what);
+        }
+    }
+    *out = res;
+    res = NULL;
+done:
+    if (vl) {
+        hid_t sp = H5Screate_simple(1, (hsize_t[]){n}, NULL);
+        H5Dvlen_reclaim(mt, sp, H5P_DEFAULT, vl);
+        H5Sclose(sp);
+        free(vl);
+    }
+    free(fixed);
+    free_strings(res, n);
+    if (mt >= 0)
+        H5Tclose(mt);
+    return st;
+}
+
+static ms_status_t dataset_strings(hid_t f, const char *file, const char *name, size_t n,
+                                   char ***out)
+{
+    ms_status_t st = MS_OK;
+    hid_t d = -1, t = -1;
+    char what[512];
+    snprintf(what, sizeof what, "%s in %s", name, file);
+    MS_H5CK(d = H5Dopen2(f, name, H5P_DEFAULT), "%s: cannot open dataset %s", file, name);
+    MS_H5CK(t = H5Dget_type(d), "%s: type", what);
+    if (H5Tget_class(t) != H5T_STRING)
+        MS_FAIL(MS_EFORMAT, "%s: expected strings", what);
+    MS_TRY(read_strings(d, 0, t, n, what, out));
+done:
+    if (t >= 0)
+        H5Tclose(t);
+    if (d >= 0)
+        H5Dclose(d);
+    return st;
+}
+
+/* A string attribute of the root: *n (optional) gets the count of an array attribute. NULL
+ * when absent. */
+static ms_status_t attr_strings(hid_t f, const char *file, const char *name, char ***out,
+                                size_t *n)
+{
+    ms_status_t st = MS_OK;
+    hid_t a = -1, t = -1, sp = -1;
+    char what[512];
+    *out = NULL;
+    if (n)
+        *n = 0;
+    if (H5Aexists(f, name) <= 0)
+        return MS_OK;
+    snprintf(what, sizeof what, "attribute %s of %s", name, file);
+    MS_H5CK(a = H5Aopen(f, name, H5P_DEFAULT), "cannot open %s", what);
+    MS_H5CK(t = H5Aget_type(a), "%s: type", what);
+    MS_H5CK(sp = H5Aget_space(a), "%s: dataspace", what);
+    if (H5Tget_class(t) != H5T_STRING)
+        MS_FAIL(MS_EFORMAT, "%s: expected text", what);
+    hssize_t cnt = H5Sget_simple_extent_npoints(sp);
+    if (cnt < 1)
+        goto done;
+    MS_TRY(read_strings(a, 1, t, (size_t)cnt, what, out));
+    if (n)
+        *n = (size_t)cnt;
+done:
+    if (sp >= 0)
+        H5Sclose(sp);
+    if (t >= 0)
+        H5Tclose(t);
+    if (a >= 0)
+        H5Aclose(a);
+    return st;
+}
+
+static ms_status_t attr_string(hid_t f, const char *file, const char *name, char **out)
+{
+    char **v = NULL;
+    size_t n = 0;
+    ms_status_t st = attr_strings(f, file, name, &v, &n);
+    *out = NULL;
+    if (st == MS_OK && n) {
+        *out = v[0];
+        v[0] = NULL;
+    }
+    free_strings(v, n);
+    return st;
+}
+
+static ms_status_t attr_long(hid_t f, const char *file, const char *name, long *out, int *found)
+{
+    ms_status_t st = MS_OK;
+    hid_t a = -1;
+    *found = 0;
+    if (H5Aexists(f, name) <= 0)
+        return MS_OK;
+    MS_H5CK(a = H5Aopen(f, name, H5P_DEFAULT), "%s: cannot open attribute %s", file, name);
+    MS_H5CK(H5Aread(a, H5T_NATIVE_LONG, out), "%s: attribute %s is not a number", file, name);
+    *found = 1;
+done:
+    if (a >= 0)
+        H5Aclose(a);
+    return st;
+}
+
+static ms_status_t open_file(const char *path, hid_t *f)
+{
+    /* Errors are reported by our messages; HDF5's own stack dump would only repeat them. */
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    *f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (*f < 0)
+        return MS_ERR(MS_EIO, "cannot open %s as HDF5 (missing, unreadable or not HDF5)", path);
+    return MS_OK;
+}
+
+ms_status_t ms_scores_open(ms_scores_t *s, const char *path)
+{
+    ms_status_t st = MS_OK;
+    hid_t f = -1;
+    int rank, found;
+    hsize_t d[4];
+    char *fmt = NULL;
+    memset(s, 0, sizeof *s);
+    s->file = -1;
+    MS_TRY(open_file(path, &f));
+    s->file = f;
+    s->path = strdup(path);
+    MS_TRY(attr_string(f, path, "format", &fmt));
+    if (!fmt || strcmp(fmt, "milscreen-scores"))
+        MS_FAIL(MS_EFORMAT, "%s: not a milscreen score file (format attribute '%s', expected "
+                "'milscreen-scores')", path, fmt ? fmt : "(none)");
+    long version = 0;
+    MS_TRY(attr_long(f, path, "format_version", &version, &found));
+    if (!found || version != 1)
+        MS_FAIL(MS_EFORMAT, "%s: score format version %ld; this milscreen reads version 1",
+                path, found ? version : -1L);
+    MS_TRY(dims_of(f, path, "/mil_prob", &rank, d));
+    if (rank != 2 || d[1] < 1)
+        MS_FAIL(MS_EFORMAT, "%s: /mil_prob must be (N, K)", path);
+    s->N = (size_t)d[0];
+    s->K = (int)d[1];
+    size_t NK = s->N * (size_t)s->K;
+    MS_TRY(read_all(f, path, "/mil_prob", H5T_NATIVE_FLOAT, sizeof(float), NK,
+                    (void **)&s->mil_prob));
+    if (exists(f, "/fc_prob")) {
+        MS_TRY(dims_of(f, path, "/fc_prob", &rank, d));
+        if (rank != 2 || d[0] != s->N || d[1] != (hsize_t)s->K)
+            MS_FAIL(MS_EFORMAT, "%s: /fc_prob is not (%zu, %d) like /mil_prob", path, s->N,
+                    s->K);
+        MS_TRY(read_all(f, path, "/fc_prob", H5T_NATIVE_FLOAT, sizeof(float), NK,
+                        (void **)&s->fc_prob));
+    }
+    if (exists(f, "/pred")) {
+        MS_TRY(dims_of(f, path, "/pred", &rank, d));
+        if (rank != 1 || d[0] != s->N)
+            MS_FAIL(MS_EFORMAT, "%s: /pred is not (%zu)", path, s->N);
+        MS_TRY(read_all(f, path, "/pred", H5T_NATIVE_INT, sizeof(int), s->N,
+                        (void **)&s->pred));
+    }
+    if (exists(f, "/image_id"))
+        MS_TRY(dataset_strings(f, path, "/image_id", s->N, &s->image_id));
+    if (exists(f, "/maps")) {
+        MS_TRY(dims_of(f, path, "/maps", &rank, d));
+        if (rank != 4 || d[0] != s->N || d[1] != (hsize_t)s->K)
+            MS_FAIL(MS_EFORMAT, "%s: /maps is not (%zu, %d, h, w)", path, s->N, s->K);
+        s->map_h = (int)d[2];
+        s->map_w = (int)d[3];
+    }
+    if (exists(f, "/masks")) {
+        MS_TRY(dims_of(f, path, "/masks", &rank, d));
+        if (rank != 3 || d[0] != s->N)
+            MS_FAIL(MS_EFORMAT, "%s: /masks is not (%zu, H, W)", path, s->N);
+        s->mask_h = (int)d[1];
+        s->mask_w = (int)d[2];
+    }
+    if (exists(f, "/cells/prob")) {
+        MS_TRY(dims_of(f, path, "/cells/prob", &rank, d));
+        if (rank != 2 || d[1] != (hsize_t)s->K)
+            MS_FAIL(MS_EFORMAT, "%s: /cells/prob is not (M, %d)", path, s->K);
+        s->M = (size_t)d[0];
+        MS_TRY(read_all(f, path, "/cells/prob", H5T_NATIVE_FLOAT, sizeof(float),
+                        s->M * (size_t)s->K, (void **)&s->cell_prob));
+        if (!exists(f, "/cells/image_index"))
+            MS_FAIL(MS_EFORMAT, "%s: /cells/prob without /cells/image_index", path);
+        MS_TRY(dims_of(f, path, "/cells/image_index", &rank, d));
+        if (rank != 1 || d[0] != s->M)
+            MS_FAIL(MS_EFORMAT, "%s: /cells/image_index is not (%zu)", path, s->M);
+        MS_TRY(read_all(f, path, "/cells/image_index", H5T_NATIVE_INT, sizeof(int), s->M,
+                        (void **)&s->cell_image));
+    }
+    MS_TRY(attr_string(f, path, "source", &s->source));
+    MS_TRY(attr_string(f, path, "config", &s->config));
+    char **names = NULL;
+    size_t nn = 0;
+    MS_TRY(attr_strings(f, path, "class_names", &names, &nn));
+    if (nn == 1 && s->K > 1) {
+        /* One string: names separated by commas or newlines. */
+        char *all = names[0];
+        free(names);
+        names = calloc((size_t)s->K, sizeof *names);
+        nn = 0;
+        for (char *tok = strtok(all, ",\n"); tok && names && nn < (size_t)s->K;
+             tok = strtok(NULL, ",\n"))
+            names[nn++] = strdup(tok);
+        free(all);
+        if (!names)
+            MS_FAIL(MS_ENOMEM, "out of memory reading class names");
+    }
+    if (names && nn == (size_t)s->K) {
+        s->class_names = names;
+    } else {
+        free_strings(names, nn);
+        MS_ALLOC(s->class_names, s->K, "class names");
+        for (int k = 0; k < s->K; k++) {
+            char b[16];
+            snprintf(b, sizeof b, "%d", k);
+            s->class_names[k] = strdup(b);
+        }
+    }
+done:
+    free(fmt);
+    if (st)
+        ms_scores_close(s);
+    return st;
+}
+
+void ms_scores_close(ms_scores_t *s)
+{
+    if (s->file >= 0 && s->path)
+        H5Fclose((hid_t)s->file);
+    free(s->path);
+    free_strings(s->image_id, s->N);
+    free(s->mil_prob);
+    free(s->fc_prob);
+    free(s->pred);
+    free(s->cell_prob);
+    free(s->cell_image);
+    free(s->source);
+    free(s->config);
+    free_strings(s->class_names, (size_t)s->K);
+    memset(s, 0, sizeof *s);
+    s->file = -1;
+}
+
+/* Reads one block [start, start + count) of an n-dimensional dataset. */
+static ms_status_t read_block(hid_t f, const char *file, const char *name, int rank,
+                              const hsize_t *start, const hsize_t *count, hid_t mtype, void *out)
+{
+    ms_status_t st = MS_OK;
+    hid_t d = -1, fs = -1, ms = -1;
+    hsize_t n = 1;
+    for (int i = 0; i < rank; i++)
+        n *= count[i];
+    MS_H5CK(d = H5Dopen2(f, name, H5P_DEFAULT), "%s: cannot open dataset %s", file, name);
+    MS_H5CK(fs = H5Dget_space(d), "%s: %s: dataspace", file, name);
+    MS_H5CK(H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL),
+            "%s: %s: selecting a block", file, name);
+    MS_H5CK(ms = H5Screate_simple(1, &n, NULL), "%s: %s: memory space", file, name);
+    MS_H5CK(H5Dread(d, mtype, ms, fs, H5P_DEFAULT, out), "%s: cannot read a block of %s", file,
+            name);
+done:
+    if (ms >= 0)
+        H5Sclose(ms);
+    if (fs >= 0)
+        H5Sclose(fs);
+    if (d >= 0)
+        H5Dclose(d);
+    return st;
+}
+
+ms_status_t ms_scores_read_map(const ms_scores_t *s, size_t i, int k, float *out)
+{
+    if (!s->map_h)
+        return MS_ERR(MS_EFORMAT, "%s has no /maps", s->path);
+    if (i >= s->N || k < 0 || k >= s->K)
+        return MS_ERR(MS_EARG, "%s: map of image %zu class %d out of range (%zu images, %d "
+                      "classes)", s->path, i, k, s->N, s->K);
+    hsize_t start[4] = {i, (hsize_t)k, 0, 0}, count[4] = {1, 1, s->map_h, s->map_w};
+    return read_block(s->file, s->path, "/maps", 4, start, count, H5T_NATIVE_FLOAT, out);
+}
+
+ms_status_t ms_scores_read_mask(const ms_scores_t *s, size_t i, uint8_t *out)
+{
+    if (!s->mask_h)
+        return MS_ERR(MS_EFORMAT, "%s has no /masks", s->path);
+    if (i >= s->N)
+        return MS_ERR(MS_EARG, "%s: mask of image %zu out of range (%zu images)", s->path, i,
+                      s->N);
+    hsize_t start[3] = {i, 0, 0}, count[3] = {1, s->mask_h, s->mask_w};
+    ms_status_t st = read_block(s->file, s->path, "/masks", 3, start, count, H5T_NATIVE_UINT8,
+                                out);
+    for (size_t j = 0; st == MS_OK && j < (size_t)s->mask_h * s->mask_w; j++)
+        out[j] = out[j] != 0;
+    return st;
+}
+
+/* Treatment names: string datasets as they are, integer ones as decimal text (negative =
+ * unknown = ""), so that `eval` can group replicates across shards by name. */
+static ms_status_t read_treatments(hid_t f, const char *file, size_t N, char ***out)
+{
+    ms_status_t st = MS_OK;
+    hid_t d = -1, t = -1;
+    int *ids = NULL;
+    char **s = NULL;
+    MS_H5CK(d = H5Dopen2(f, "/meta/treatment", H5P_DEFAULT), "%s: /meta/treatment", file);
+    MS_H5CK(t = H5Dget_type(d), "%s: /meta/treatment: type", file);
+    if (H5Tget_class(t) == H5T_STRING) {
+        MS_TRY(dataset_strings(f, file, "/meta/treatment", N, out));
+        goto done;
+    }
+    MS_TRY(read_all(f, file, "/meta/treatment", H5T_NATIVE_INT, sizeof(int), N, (void **)&ids));
+    MS_ALLOC(s, N, "treatments");
+    for (size_t i = 0; i < N; i++) {
+        char b[16] = "";
+        if (ids[i] >= 0)
+            snprintf(b, sizeof b, "%d", ids[i]);
+        if (!(s[i] = strdup(b)))
+            MS_FAIL(MS_ENOMEM, "out of memory reading treatments");
+    }
+    *out = s;
+    s = NULL;
+done:
+    free(ids);
+    free_strings(s, N);
+    if (t >= 0)
+        H5Tclose(t);
+    if (d >= 0)
+        H5Dclose(d);
+    return st;
+}
+
+ms_status_t ms_shard_view_open(ms_shard_view_t *v, const char *path)
+{
+    ms_status_t st = MS_OK;
+    hid_t f = -1;
+    int rank;
+    hsize_t d[4];
+    memset(v, 0, sizeof *v);
+    v->file = -1;
+    MS_TRY(open_file(path, &f));
+    v->file = f;
+    v->path = strdup(path);
+    if (!exists(f, "/images"))
+        MS_FAIL(MS_EFORMAT, "%s: no /images: not a milscreen shard", path);
+    MS_TRY(dims_of(f, path, "/images", &rank, d));
+    if (rank != 4)
+        MS_FAIL(MS_EFORMAT, "%s: /images has rank %d, expected (N, C, H, W)", path, rank);
+    v->N = (size_t)d[0];
+    v->C = (int)d[1];
+    v->H = (int)d[2];
+    v->W = (int)d[3];
+    if (exists(f, "/meta/image_id"))
+        MS_TRY(dataset_strings(f, path, "/meta/image_id", v->N, &v->image_id));
+    if (exists(f, "/meta/label")) {
+        MS_TRY(dims_of(f, path, "/meta/label", &rank, d));
+        if (rank != 1 || d[0] != v->N)
+            MS_FAIL(MS_EFORMAT, "%s: /meta/label is not (%zu)", path, v->N);
+        MS_TRY(read_all(f, path, "/meta/label", H5T_NATIVE_INT, sizeof(int), v->N,
+                        (void **)&v->label));
+    }
+    if (exists(f, "/meta/labels")) {
+        MS_TRY(dims_of(f, path, "/meta/labels", &rank, d));
+        if (rank != 2 || d[0] != v->N)
+            MS_FAIL(MS_EFORMAT, "%s: /meta/labels is not (%zu, K)", path, v->N);
+        v->K = (int)d[1];
+        MS_TRY(read_all(f, path, "/meta/labels", H5T_NATIVE_INT, sizeof(int), v->N * d[1],
+                        (void **)&v->labels));
+    }
+    if (exists(f, "/meta/treatment"))
+        MS_TRY(read_treatments(f, path, v->N, &v->treatment));
+    if (exists(f, "/cells/image_index")) {
+        MS_TRY(dims_of(f, path, "/cells/image_index", &rank, d));
+        v->M = (size_t)d[0];
+        MS_TRY(read_all(f, path, "/cells/image_index", H5T_NATIVE_INT, sizeof(int), v->M,
+                        (void **)&v->cell_image));
+        if (exists(f, "/cells/label")) {
+            MS_TRY(dims_of(f, path, "/cells/label", &rank, d));
+            if (rank != 1 || d[0] != v->M)
+                MS_FAIL(MS_EFORMAT, "%s: /cells/label is not (%zu) like /cells/image_index",
+                        path, v->M);
+            MS_TRY(read_all(f, path, "/cells/label", H5T_NATIVE_INT, sizeof(int), v->M,
+                            (void **)&v->cell_label));
+        }
+    }
+    if (exists(f, "/masks")) {
+        MS_TRY(dims_of(f, path, "/masks", &rank, d));
+        if (rank != 3 || d[0] != v->N || d[1] != (hsize_t)v->H || d[2] != (hsize_t)v->W)
+            MS_FAIL(MS_EFORMAT, "%s: /masks is not (%zu, %d, %d) like /images", path, v->N,
+                    v->H, v->W);
+        v->has_masks = 1;
+    }
+done:
+    if (st)
+        ms_shard_view_close(v);
+    return st;
+}
+
+void ms_shard_view_close(ms_shard_view_t *v)
+{
+    if (v->file >= 0 && v->path)
+        H5Fclose((hid_t)v->file);
+    free(v->path);
+    free_strings(v->image_id, v->N);
+    free(v->label);
+    free(v->labels);
+    free_strings(v->treatment, v->N);
+    free(v->cell_image);
+    free(v->cell_label);
+    memset(v, 0, sizeof *v);
+    v->file = -1;
+}
+
+ms_status_t ms_shard_view_image(const ms_shard_view_t *v, size_t i, float *out)
+{
+    if (i >= v->N)
+        return MS_ERR(MS_EARG, "%s: image %zu out of range (%zu images)", v->path, i, v->N);
+    hsize_t start[4] = {i, 0, 0, 0}, count[4] = {1, v->C, v->H, v->W};
+    return read_block(v->file, v->path, "/images", 4, start, count, H5T_NATIVE_FLOAT, out);
+}
+
+ms_status_t ms_shard_view_mask(const ms_shard_view_t *v, size_t i, uint8_t *out)
+{
+    ms_status_t st = MS_OK;
+    int *lab = NULL; /* (H, W): label images may exceed 8 bits */
+    if (!v->has_masks)
+        return MS_ERR(MS_EFORMAT, "%s has no /masks", v->path);
+    if (i >= v->N)
+        return MS_ERR(MS_EARG, "%s: mask %zu out of range (%zu images)", v->path, i, v->N);
+    size_t hw = (size_t)v->H * v->W;
+    MS_ALLOC(lab, hw, "true mask");
+    hsize_t start[3] = {i, 0, 0}, count[3] = {1, v->H, v->W};
+    MS_TRY(read_block(v->file, v->path, "/masks", 3, start, count, H5T_NATIVE_INT, lab));
+    for (size_t j = 0; j < hw; j++)
+        out[j] = lab[j] != 0;
+done:
+    free(lab);
+    return st;
+}

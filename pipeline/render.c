@@ -1,0 +1,350 @@
+/* milscreen render: one image of a score output as a PNG a person can read: the source image
+ * (from the shard the output names), the class map as a heat overlay, the mask outline, and
+ * the class probabilities of both heads written beside it. */
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/config.h"
+#include "engine/spec.h"
+#include "pipeline/cli.h"
+#include "pipeline/commands.h"
+#include "pipeline/evalio.h"
+#include "pipeline/render.h"
+
+static void help(void)
+{
+    printf("usage: milscreen render --input OUTPUT.h5 --index I --out FILE.png [options]\n\n"
+           "Draws image I of a score output: its channels in colour (percentile contrast\n"
+           "stretch), the instance map of the predicted class (or --class) as a heat overlay\n"
+           "whose opacity is the instance probability, the mask outline in cyan, and a panel\n"
+           "with the image id, its true label and every class's probability from both heads\n"
+           "(FC and MIL), highest first. The image is read from the shard named by the\n"
+           "output's 'source' attribute.\n\n"
+           "  --class K          class map to show: an index or a class name (default: /pred,\n"
+           "                     else the arg-max of fc_prob)\n"
+           "  --percentile P     contrast stretch from the P-th to the (100-P)-th percentile\n"
+           "                     of each channel (default 0.5)\n"
+           "  --alpha A          heat opacity at probability 1 (default 0.55; 0: no heat)\n"
+           "  --colours LIST     colour per channel, e.g. blue,green,red (names: red green\n"
+           "                     blue cyan magenta yellow white off); default: grey for one\n"
+           "                     channel, green,magenta for two, red,green,blue for three\n"
+           "  --no-mask          leave out the mask outline\n"
+           "  --shard-dir DIR    look for the shard in DIR when 'source' does not exist\n");
+}
+
+static const struct {
+    const char *name;
+    uint8_t rgb[3];
+} named_colours[] = {{"red", {255, 0, 0}},     {"green", {0, 255, 0}},
+                     {"blue", {0, 0, 255}},    {"cyan", {0, 255, 255}},
+                     {"magenta", {255, 0, 255}}, {"yellow", {255, 255, 0}},
+                     {"white", {255, 255, 255}}, {"grey", {255, 255, 255}},
+                     {"gray", {255, 255, 255}},  {"off", {0, 0, 0}}};
+
+static int parse_colours(const char *s, uint8_t (*out)[3], int C)
+{
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", s);
+    int c = 0;
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ","), c++) {
+        if (c >= C)
+            return -1;
+        size_t i = 0;
+        while (i < sizeof named_colours / sizeof *named_colours &&
+               strcmp(named_colours[i].name, tok))
+            i++;
+        if (i == sizeof named_colours / sizeof *named_colours)
+            return -1;
+        memcpy(out[c], named_colours[i].rgb, 3);
+    }
+    return c == C ? 0 : -1;
+}
+
+/* Where the network puts instance (0, 0) and how far apart instances are, from the config
+ * the output was scored with: centre = sum over layers of ((size-1)/2 - pad) * stride so far. */
+static int geometry(const char *config_text, int *stride, double *offset)
+{
+    ms_config_t *cfg = NULL;
+    ms_spec_t spec = {0};
+    int ok = 0;
+    if (config_text && ms_config_parse(&cfg, config_text, "score output config") == MS_OK &&
+        ms_spec_from_config(&spec, cfg) == MS_OK) {
+        double off = 0;
+        int j = 1;
+        for (int i = 0; i < spec.mil; i++) {
+            const ms_layer_spec_t *l = &spec.layers[i];
+            if (l->kind == MS_LAYER_CONV || l->kind == MS_LAYER_MAXPOOL ||
+                l->kind == MS_LAYER_AVGPOOL) {
+                off += ((l->size - 1) / 2.0 - l->pad) * j;
+                j *= l->stride;
+            }
+        }
+        *stride = j;
+        *offset = off;
+        ok = 1;
+    }
+    ms_spec_free(&spec);
+    ms_config_free(cfg);
+    ms_error_clear();
+    return ok;
+}
+
+static int file_exists(const char *p)
+{
+    FILE *f = fopen(p, "rb");
+    if (f)
+        fclose(f);
+    return f != NULL;
+}
+
+typedef struct {
+    int k;
+    float p;
+} ranked_t;
+
+static int by_prob_desc(const void *a, const void *b)
+{
+    float x = ((const ranked_t *)a)->p, y = ((const ranked_t *)b)->p;
+    return (x < y) - (x > y);
+}
+
+#define NLINE 96
+
+int ms_cmd_render(int argc, char **argv)
+{
+    static const struct option opts[] = {{"input", required_argument, 0, 'i'},
+                                         {"index", required_argument, 0, 'n'},
+                                         {"class", required_argument, 0, 'k'},
+                                         {"out", required_argument, 0, 'o'},
+                                         {"percentile", required_argument, 0, 'p'},
+                                         {"alpha", required_argument, 0, 'a'},
+                                         {"colours", required_argument, 0, 'c'},
+                                         {"colors", required_argument, 0, 'c'},
+                                         {"no-mask", no_argument, 0, 'm'},
+                                         {"shard-dir", required_argument, 0, 'd'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    const char *input = NULL, *out = NULL, *cls = NULL, *colours = NULL, *shard_dir = NULL;
+    long index = -1;
+    double percentile = 0.5, alpha = 0.55;
+    int no_mask = 0, opt;
+    char *end;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (opt) {
+        case 'h':
+            help();
+            return 0;
+        case 'i':
+            input = optarg;
+            break;
+        case 'o':
+            out = optarg;
+            break;
+        case 'k':
+            cls = optarg;
+            break;
+        case 'c':
+            colours = optarg;
+            break;
+        case 'd':
+            shard_dir = optarg;
+            break;
+        case 'm':
+            no_mask = 1;
+            break;
+        case 'n':
+            index = strtol(optarg, &end, 10);
+            if (*end || end == optarg || index < 0)
+                return ms_cli_usage_error("render", "--index '%s': expected an image number",
+                                          optarg);
+            break;
+        case 'p':
+            percentile = strtod(optarg, &end);
+            if (*end || end == optarg || !(percentile >= 0 && percentile < 50))
+                return ms_cli_usage_error("render", "--percentile '%s': expected 0 <= P < 50",
+                                          optarg);
+            break;
+        case 'a':
+            alpha = strtod(optarg, &end);
+            if (*end || end == optarg || !(alpha >= 0 && alpha <= 1))
+                return ms_cli_usage_error("render", "--alpha '%s': expected 0 to 1", optarg);
+            break;
+        default:
+            return ms_cli_usage_error("render", "unknown option");
+        }
+    }
+    if (optind < argc)
+        return ms_cli_usage_error("render", "unexpected argument '%s'", argv[optind]);
+    if (!input || !out || index < 0)
+        return ms_cli_usage_error("render", "--input, --index and --out are required");
+
+    ms_status_t st = MS_OK;
+    ms_scores_t s;
+    ms_shard_view_t v;
+    ms_canvas_t cv = {0};
+    float *img = NULL, *map = NULL; /* (C, H, W), (h, w) */
+    uint8_t *mask = NULL;           /* (H, W) */
+    uint8_t(*col)[3] = NULL;        /* (C) */
+    ranked_t *rank = NULL;          /* (K) */
+    char (*text)[NLINE] = NULL;     /* (MS_RENDER_MAX_LINES) */
+    char shard[4096];
+    memset(&v, 0, sizeof v);
+    v.file = -1;
+    MS_TRY(ms_scores_open(&s, input));
+    if ((size_t)index >= s.N)
+        MS_FAIL(MS_EARG, "--index %ld: %s has %zu images", index, input, s.N);
+    const size_t i = (size_t)index;
+    const int K = s.K;
+
+    /* The shard: as recorded, else by file name in --shard-dir or beside the output. */
+    if (!s.source)
+        MS_FAIL(MS_EFORMAT, "%s has no 'source' attribute naming its shard", input);
+    snprintf(shard, sizeof shard, "%s", s.source);
+    if (!file_exists(shard)) {
+        const char *base = strrchr(s.source, '/');
+        base = base ? base + 1 : s.source;
+        const char *slash = strrchr(input, '/');
+        if (shard_dir)
+            snprintf(shard, sizeof shard, "%s/%s", shard_dir, base);
+        if (!shard_dir || !file_exists(shard))
+            snprintf(shard, sizeof shard, "%.*s%s", slash ? (int)(slash - input + 1) : 0, input,
+                     base);
+        if (!file_exists(shard))
+            MS_FAIL(MS_EIO, "%s: its shard %s does not exist; use --shard-dir", input, s.source);
+    }
+    MS_TRY(ms_shard_view_open(&v, shard));
+    if (v.N != s.N)
+        MS_FAIL(MS_EFORMAT, "%s has %zu images but its shard %s has %zu", input, s.N, shard, v.N);
+
+    /* Class to show. */
+    const float *fc = s.fc_prob ? s.fc_prob + i * K : NULL, *mil = s.mil_prob + i * K;
+    int k = -1;
+    if (cls) {
+        long kk = strtol(cls, &end, 10);
+        if (!*end && end != cls)
+            k = (int)kk;
+        for (int c = 0; c < K && k < 0; c++)
+            if (!strcasecmp(s.class_names[c], cls))
+                k = c;
+        if (k < 0 || k >= K)
+            MS_FAIL(MS_EARG, "--class %s: not a class of %s (0..%d or a class name)", cls,
+                    input, K - 1);
+    } else if (s.pred && s.pred[i] >= 0 && s.pred[i] < K) {
+        k = s.pred[i];
+    } else {
+        const float *p = fc ? fc : mil;
+        k = 0;
+        for (int c = 1; c < K; c++)
+            if (p[c] > p[k])
+                k = c;
+    }
+
+    size_t hw = (size_t)v.H * v.W;
+    MS_ALLOC(img, hw * v.C, "image");
+    MS_TRY(ms_shard_view_image(&v, i, img));
+    ms_render_t r = {.img = img, .C = v.C, .H = v.H, .W = v.W, .percentile = percentile,
+                     .heat_alpha = alpha};
+    MS_ALLOC(col, v.C, "channel colours");
+    if (colours) {
+        if (parse_colours(colours, col, v.C) != 0)
+            MS_FAIL(MS_EARG, "--colours %s: expected %d names of red green blue cyan magenta "
+                    "yellow white off, separated by commas", colours, v.C);
+        r.colours = (const uint8_t(*)[3])col;
+    }
+    if (s.map_h && alpha > 0) {
+        MS_ALLOC(map, (size_t)s.map_h * s.map_w, "instance map");
+        MS_TRY(ms_scores_read_map(&s, i, k, map));
+        r.map = map;
+        r.h = s.map_h;
+        r.w = s.map_w;
+        if (!geometry(s.config, &r.stride, &r.offset)) {
+            fprintf(stderr, "milscreen render: warning: no network config in %s; the instance "
+                    "map is stretched over the image\n", input);
+            r.stride = 0;
+        }
+    }
+    if (s.mask_h && !no_mask) {
+        if (s.mask_h != v.H || s.mask_w != v.W)
+            MS_FAIL(MS_EFORMAT, "%s: masks are %dx%d but the images of %s are %dx%d", input,
+                    s.mask_w, s.mask_h, shard, v.W, v.H);
+        MS_ALLOC(mask, hw, "mask");
+        MS_TRY(ms_scores_read_mask(&s, i, mask));
+        r.mask = mask;
+    }
+
+    /* The panel. */
+    static const uint8_t yellow[3] = {255, 230, 0}, green[3] = {80, 255, 80},
+                         grey[3] = {170, 170, 170}, orange[3] = {255, 140, 0},
+                         cyan[3] = {0, 255, 255};
+    MS_ALLOC(text, MS_RENDER_MAX_LINES, "text");
+    int nl = 0, namew = 5;
+    for (int c = 0; c < K; c++) {
+        int len = (int)strlen(s.class_names[c]);
+        namew = len > namew ? len : namew;
+    }
+    namew = namew > 16 ? 16 : namew;
+    const char *id = s.image_id ? s.image_id[i] : v.image_id ? v.image_id[i] : "";
+    snprintf(text[nl++], NLINE, "IMAGE %zu %.40s", i, id);
+    int true_k = v.label ? v.label[i] : -1;
+    if (true_k >= 0 && true_k < K) {
+        snprintf(text[nl], NLINE, "TRUE  %.40s", s.class_names[true_k]);
+        r.line_rgb[nl++] = green;
+    } else if (v.labels) {
+        int n = snprintf(text[nl], NLINE, "TRUE ");
+        for (int c = 0; c < K && n < NLINE - 20; c++)
+            if (v.labels[i * K + c] > 0)
+                n += snprintf(text[nl] + n, NLINE - n, " %.16s", s.class_names[c]);
+        r.line_rgb[nl++] = green;
+    }
+    if (r.map) {
+        snprintf(text[nl], NLINE, "HEAT  P(%.30s) PER INSTANCE", s.class_names[k]);
+        r.line_rgb[nl++] = orange;
+    }
+    if (r.mask) {
+        snprintf(text[nl], NLINE, "CYAN  MASK OUTLINE");
+        r.line_rgb[nl++] = cyan;
+    }
+    text[nl++][0] = 0;
+    snprintf(text[nl], NLINE, "%-*s %6s %6s", namew, "CLASS", fc ? "FC" : "", "MIL");
+    r.line_rgb[nl++] = grey;
+    MS_ALLOC(rank, K, "ranking");
+    for (int c = 0; c < K; c++)
+        rank[c] = (ranked_t){c, fc ? fc[c] : mil[c]};
+    qsort(rank, K, sizeof *rank, by_prob_desc);
+    int shown = 0;
+    for (int j = 0; j < K && nl < MS_RENDER_MAX_LINES - 1; j++) {
+        int c = rank[j].k;
+        char fcs[16] = "";
+        if (fc)
+            snprintf(fcs, sizeof fcs, "%5.1f%%", 100 * fc[c]);
+        snprintf(text[nl], NLINE, "%-*.*s %6s %5.1f%%", namew, namew, s.class_names[c], fcs,
+                 100 * mil[c]);
+        r.line_rgb[nl++] = c == k ? yellow : c == true_k ? green : NULL;
+        shown++;
+    }
+    if (shown < K)
+        snprintf(text[nl++], NLINE, "(%d MORE)", K - shown);
+    for (int j = 0; j < nl; j++)
+        r.lines[j] = text[j];
+    r.nlines = nl;
+
+    MS_TRY(ms_render_draw(&cv, &r));
+    MS_TRY(ms_png_write(out, cv.rgb, cv.w, cv.h));
+    printf("wrote %s (%dx%d): image %zu of %s, class map %d (%s)\n", out, cv.w, cv.h, i, input,
+           k, s.class_names[k]);
+done:
+    ms_canvas_free(&cv);
+    free(img);
+    free(map);
+    free(mask);
+    free(col);
+    free(rank);
+    free(text);
+    ms_shard_view_close(&v);
+    ms_scores_close(&s);
+    return st ? ms_cli_fail("render", st) : 0;
+}

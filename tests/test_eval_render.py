@@ -1,0 +1,292 @@
+#!/usr/bin/python3
+"""Integration test of `milscreen eval` and `milscreen render` on small shards and score
+outputs made here with h5py (the layout of DESIGN.md section 3): every number eval prints
+in its JSON is recomputed with sklearn / numpy, and render's PNG is checked for size and
+content. Usage: test_eval_render.py --milscreen PATH [--keep DIR]"""
+import argparse
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+import zlib
+
+import h5py
+import numpy as np
+from sklearn.metrics import accuracy_score, average_precision_score, balanced_accuracy_score
+
+FAILS = []
+
+
+def check(cond, msg):
+    print(("ok   " if cond else "FAIL ") + msg)
+    if not cond:
+        FAILS.append(msg)
+
+
+def close(a, b, tol=1e-5):
+    # eval prints 6 decimals; its metrics are computed in double from the same float32 data
+    return a is not None and b is not None and abs(a - b) <= tol
+
+
+def make_pair(d, name, n, k, rng, multilabel=False, treat_offset=0, with_cells=True,
+              h=96, w=120, c=2):
+    """A shard and its score output. Cells: 3 bright discs per image on a dim background,
+    so that Otsu's split is unambiguous and equals the true mask."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    images = np.zeros((n, c, h, w), np.uint16)
+    true = np.zeros((n, h, w), np.uint8)
+    cells = []
+    for i in range(n):
+        img = rng.integers(90, 110, size=(c, h, w))
+        for j in range(3):
+            cx, cy = rng.integers(15, w - 15), rng.integers(15, h - 15)
+            disc = (xx - cx) ** 2 + (yy - cy) ** 2 <= 8 ** 2
+            true[i][disc] = 1
+            cells.append((i, cx, cy))
+        img[:, true[i] > 0] = rng.integers(2900, 3100, size=(c, int(true[i].sum())))
+        images[i] = img
+    labels = rng.integers(0, k, size=n)
+    labels[0] = -1  # one unknown
+    treatments = np.array([b"T%d" % (treat_offset + i // 3) for i in range(n)])
+    shard = os.path.join(d, name + ".h5")
+    with h5py.File(shard, "w") as f:
+        f.create_dataset("images", data=images, chunks=(1, c, h, w))
+        f.create_dataset("meta/image_id", data=np.array([b"%s_%d" % (name.encode(), i)
+                                                         for i in range(n)]))
+        if multilabel:
+            multi = (rng.random((n, k)) < 0.4).astype(np.int32)
+            multi[np.arange(n), np.arange(n) % k] = 1
+            f.create_dataset("meta/labels", data=multi)
+        else:
+            f.create_dataset("meta/label", data=labels.astype(np.int32))
+        f.create_dataset("meta/treatment", data=treatments)
+        f.create_dataset("meta/replicate", data=np.arange(n) % 3)
+        f.create_dataset("masks", data=true)
+        cells = np.array(cells)
+        f.create_dataset("cells/image_index", data=cells[:, 0].astype(np.int32))
+        f.create_dataset("cells/x", data=cells[:, 1].astype(np.float32))
+        f.create_dataset("cells/y", data=cells[:, 2].astype(np.float32))
+        f.create_dataset("cells/label", data=np.where(cells[:, 0] == 0, -1,
+                                                      labels[cells[:, 0]]).astype(np.int32))
+    m = len(cells)
+    # Probabilities correlated with the labels, so metrics are neither 0 nor 1.
+    def probs(rows, lab):
+        p = rng.random((rows, k)).astype(np.float32)
+        good = rng.random(rows) < 0.7
+        p[good, np.maximum(lab[good], 0)] += 0.8
+        return p / p.sum(1, keepdims=True)
+    mil = probs(n, labels)
+    fc = probs(n, labels)
+    cell_prob = probs(m, labels[cells[:, 0]])
+    # Masks: the truth with a band of wrong pixels, so IoU is below 1 and known exactly.
+    masks = true.copy()
+    masks[:, :4, :] = 1
+    mh, mw = 4, 6
+    maps = rng.random((n, k, mh, mw)).astype(np.float32)
+    out = os.path.join(d, name + ".scores.h5")
+    with h5py.File(out, "w") as f:
+        f.create_dataset("image_id", data=np.array([b"%s_%d" % (name.encode(), i)
+                                                    for i in range(n)]))
+        f.create_dataset("mil_prob", data=mil)
+        f.create_dataset("fc_prob", data=fc)
+        f.create_dataset("pred", data=np.argmax(fc, 1).astype(np.int32))
+        f.create_dataset("maps", data=maps)
+        f.create_dataset("masks", data=masks)
+        if with_cells:
+            f.create_dataset("cells/prob", data=cell_prob)
+            f.create_dataset("cells/image_index", data=cells[:, 0].astype(np.int32))
+        f.attrs["format"] = "milscreen-scores"
+        f.attrs["format_version"] = 1
+        f.attrs["source"] = shard
+        f.attrs["class_names"] = np.array([b"class_%d" % j for j in range(k)])
+        f.attrs["config"] = ""
+    return dict(out=out, shard=shard, labels=labels, treat=treatments, mil=mil, fc=fc,
+                cell_prob=cell_prob, cell_label=np.where(cells[:, 0] == 0, -1,
+                                                         labels[cells[:, 0]]),
+                masks=masks, true=true, multi=multi if multilabel else None)
+
+
+def iou(a, b):
+    u = np.logical_or(a, b).sum()
+    return 1.0 if u == 0 else np.logical_and(a, b).sum() / u
+
+
+def treatment_acc(prob, labels, treat):
+    right = n = 0
+    for t in np.unique(treat):
+        idx = np.flatnonzero(treat == t)
+        lab = labels[idx]
+        lab = lab[lab >= 0]
+        if lab.size == 0:
+            continue
+        want = np.argmax(np.bincount(lab))
+        n += 1
+        right += int(np.argmax(np.median(prob[idx].astype(np.float64), 0)) == want)
+    return right / n, n
+
+
+def run(args, expect_rc=0):
+    r = subprocess.run(args, capture_output=True, text=True)
+    if r.returncode != expect_rc:
+        print(r.stdout, r.stderr)
+    return r
+
+
+def png_size(path):
+    with open(path, "rb") as f:
+        head = f.read(24)
+    assert head[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", head[16:24])
+
+
+def png_pixels(path):
+    """Decodes an 8-bit RGB, non-interlaced PNG (what milscreen writes) with zlib alone."""
+    data = open(path, "rb").read()
+    pos, idat, w, h = 8, b"", 0, 0
+    while pos < len(data):
+        ln, typ = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + ln]
+        if typ == b"IHDR":
+            w, h, depth, ctype = struct.unpack(">IIBB", body[:10])
+            assert depth == 8 and ctype == 2
+        elif typ == b"IDAT":
+            idat += body
+        pos += 12 + ln
+    raw = zlib.decompress(idat)
+    out = np.zeros((h, w * 3), np.int32)
+    prev = np.zeros(w * 3, np.int32)
+    stride = w * 3 + 1
+    for y in range(h):
+        ft, line = raw[y * stride], np.frombuffer(raw[y * stride + 1:(y + 1) * stride],
+                                                  np.uint8).astype(np.int32)
+        cur = np.zeros(w * 3, np.int32)
+        for x in range(w * 3):
+            a = cur[x - 3] if x >= 3 else 0
+            b = prev[x]
+            c = prev[x - 3] if x >= 3 else 0
+            if ft == 0:
+                p = 0
+            elif ft == 1:
+                p = a
+            elif ft == 2:
+                p = b
+            elif ft == 3:
+                p = (a + b) // 2
+            else:
+                pa, pb, pc = abs(b - c), abs(a - c), abs(a + b - 2 * c)
+                p = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
+            cur[x] = (line[x] + p) & 255
+        out[y] = cur
+        prev = cur
+    return out.reshape(h, w, 3)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--milscreen", required=True)
+    ap.add_argument("--keep", help="write the files here and keep them")
+    a = ap.parse_args()
+    rng = np.random.default_rng(5)
+    d = a.keep or tempfile.mkdtemp(prefix="ms_eval_")
+    os.makedirs(d, exist_ok=True)
+    ms = a.milscreen
+
+    # --- single-label, two files pooled; treatments T0..T3 in A, T3..T6 in B (T3 spans both)
+    A = make_pair(d, "plateA", 12, 3, rng)
+    B = make_pair(d, "plateB", 12, 3, rng, treat_offset=3)
+    js = os.path.join(d, "eval.json")
+    r = run([ms, "eval", A["out"], B["out"], "--json", js])
+    check(r.returncode == 0, "eval of two single-label outputs runs")
+    print(r.stdout)
+    e = json.load(open(js))
+    lab = np.concatenate([A["labels"], B["labels"]])
+    known = lab >= 0
+    for head in ("fc", "mil"):
+        p = np.concatenate([A[head], B[head]])
+        pred = np.argmax(p, 1)
+        check(close(e[head]["accuracy"], accuracy_score(lab[known], pred[known])),
+              f"{head} accuracy {e[head]['accuracy']} equals sklearn's")
+        check(close(e[head]["mean_class_accuracy"],
+                    balanced_accuracy_score(lab[known], pred[known])),
+              f"{head} mean class accuracy equals sklearn's balanced accuracy")
+        want, nt = treatment_acc(p, lab, np.concatenate([A["treat"], B["treat"]]))
+        check(close(e["treatment"][head], want) and e["treatment"]["count"] == nt == 7,
+              f"{head} treatment accuracy {e['treatment'][head]} over "
+              f"{e['treatment']['count']} (numpy {want} over {nt}; T3 spans both files)")
+    cp = np.concatenate([A["cell_prob"], B["cell_prob"]])
+    cl = np.concatenate([A["cell_label"], B["cell_label"]])
+    ck = cl >= 0
+    check(close(e["cells"]["accuracy"], accuracy_score(cl[ck], np.argmax(cp, 1)[ck])),
+          "per-cell accuracy equals sklearn's")
+    onehot = np.eye(3, dtype=int)[cl[ck]]
+    check(close(e["cells"]["map"], average_precision_score(onehot, cp[ck], average="macro")),
+          f"per-cell mAP {e['cells']['map']} equals sklearn's (one class against the rest)")
+    masks = np.concatenate([A["masks"], B["masks"]])
+    true = np.concatenate([A["true"], B["true"]])
+    want = np.mean([iou(m, t) for m, t in zip(masks, true)])
+    check(close(e["masks"]["iou_mask_true"], want) and e["masks"]["with_truth"] == 24,
+          f"mask IoU vs truth {e['masks']['iou_mask_true']} (numpy {want:.6f})")
+    # The images are bimodal with far-apart modes: Otsu recovers the true masks exactly.
+    check(close(e["masks"]["iou_otsu_true"], 1.0), "Otsu vs truth IoU is 1 on bimodal images")
+    check(close(e["masks"]["iou_mask_otsu"], want), "mask vs Otsu IoU equals mask vs truth")
+
+    # --- multi-label: mAP of both heads
+    M = make_pair(d, "yeast", 20, 4, rng, multilabel=True, with_cells=False)
+    r = run([ms, "eval", M["out"], "--json", js])
+    check(r.returncode == 0, "eval of a multi-label output runs")
+    e = json.load(open(js))
+    for head in ("fc", "mil"):
+        want = average_precision_score(M["multi"], M[head], average="macro")
+        check(close(e[head]["map"], want), f"{head} mAP {e[head]['map']} equals sklearn's "
+              f"{want:.6f}")
+    check(e["multilabel"] and e["cells"] is None and e["fc"]["accuracy"] is None,
+          "multi-label: no accuracy, no cells")
+
+    # --- errors name the problem
+    bad = os.path.join(d, "bad.h5")
+    with h5py.File(bad, "w") as f:
+        f.attrs["format"] = "something-else"
+    r = run([ms, "eval", bad], expect_rc=1)
+    check(r.returncode == 1 and "not a milscreen score file" in r.stderr,
+          "a foreign file is refused: " + r.stderr.strip())
+    r = run([ms, "eval"], expect_rc=2)
+    check(r.returncode == 2, "no files is a usage error")
+    moved = os.path.join(d, "moved")
+    os.makedirs(moved, exist_ok=True)
+    with h5py.File(A["out"], "a") as f:
+        f.attrs["source"] = "/nonexistent/plateA.h5"
+    r = run([ms, "eval", A["out"]])
+    check(r.returncode == 0, "a moved shard is found beside its output")
+
+    # --- render
+    png = os.path.join(d, "render.png")
+    r = run([ms, "render", "--input", A["out"], "--index", "4", "--out", png])
+    check(r.returncode == 0 and os.path.exists(png), "render writes a PNG: " + r.stdout.strip())
+    if os.path.exists(png):
+        w, h = png_size(png)
+        check(w > 120 and h >= 96, f"PNG {w}x{h}: the 120x96 image plus a text panel")
+        px = png_pixels(png)
+        cyan = (px[:96, :120, 0] == 0) & (px[:96, :120, 1] == 255) & (px[:96, :120, 2] == 255)
+        check(cyan.sum() > 50, f"mask outline drawn ({cyan.sum()} cyan pixels)")
+        yellow = (px[:, 120:, 0] == 255) & (px[:, 120:, 1] == 230)
+        check(yellow.sum() > 20, "the shown class highlighted in the panel")
+    r = run([ms, "render", "--input", A["out"], "--index", "99", "--out", png], expect_rc=2)
+    check(r.returncode == 2 and "12 images" in r.stderr, "index out of range: " +
+          r.stderr.strip())
+    r = run([ms, "render", "--input", A["out"], "--index", "1", "--class", "nope", "--out", png],
+            expect_rc=2)
+    check(r.returncode == 2, "unknown class name is an error")
+    r = run([ms, "render", "--input", A["out"], "--index", "1", "--class", "class_2",
+             "--colours", "red,cyan", "--no-mask", "--out", png])
+    check(r.returncode == 0 and "class map 2" in r.stdout, "class by name, colours, no mask")
+
+    if FAILS:
+        print(f"{len(FAILS)} failed")
+        sys.exit(1)
+    print("all passed")
+
+
+if __name__ == "__main__":
+    main()
