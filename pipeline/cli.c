@@ -1,10 +1,12 @@
 /* Shared command-line handling. */
 #include "pipeline/cli.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 int ms_cli_common(ms_cli_t *cli, int opt, const char *arg)
 {
@@ -59,6 +61,23 @@ int ms_cli_usage_error(const char *cmd, const char *fmt, ...)
     va_end(ap);
     fprintf(stderr, "\ntry 'milscreen %s --help'\n", cmd);
     return 2;
+}
+
+ms_status_t ms_mkdirs(const char *path)
+{
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
+        return MS_ERR(MS_EARG, "%s: path too long", path);
+    for (char *p = buf + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            if (mkdir(buf, 0777) && errno != EEXIST)
+                return MS_ERR(MS_EIO, "%s: cannot create folder: %s", buf, strerror(errno));
+            *p = '/';
+        }
+    if (mkdir(buf, 0777) && errno != EEXIST)
+        return MS_ERR(MS_EIO, "%s: cannot create folder: %s", buf, strerror(errno));
+    return MS_OK;
 }
 
 int ms_cli_parse_size(const char *s, int *w, int *h, int *c, int def_c)

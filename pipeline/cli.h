@@ -32,6 +32,8 @@ ms_status_t ms_cli_config(const ms_cli_t *cli, ms_config_t **cfg);
 int ms_cli_fail(const char *cmd, ms_status_t st);
 /* Exit code 2 with "try 'milscreen CMD --help'". */
 int ms_cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* mkdir -p */
+ms_status_t ms_mkdirs(const char *path);
 /* Parses "WxHxC" or "WxH" (C defaults to def_c). */
 int ms_cli_parse_size(const char *s, int *w, int *h, int *c, int def_c);
 

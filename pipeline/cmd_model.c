@@ -68,7 +68,7 @@ int ms_cmd_model(int argc, char **argv)
     ms_config_t *cfg = NULL;
     ms_spec_t spec = {0};
     ms_layer_t *L = NULL;
-    ms_train_opts_t train;
+    ms_options_t options;
     char cbuf[32];
     if (c > 0) {
         snprintf(cbuf, sizeof cbuf, "net.channels=%d", c);
@@ -77,7 +77,7 @@ int ms_cmd_model(int argc, char **argv)
     }
     MS_TRY(ms_cli_config(&cli, &cfg));
     MS_TRY(ms_spec_from_config(&spec, cfg));
-    MS_TRY(ms_options_read(cfg, &train));
+    MS_TRY(ms_options_read(cfg, &options));
     MS_TRY(ms_config_check_used(cfg));
     MS_ALLOC(L, spec.nlayers, "layers");
     MS_TRY(ms_spec_resolve(&spec, h, w, L));

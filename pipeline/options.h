@@ -4,6 +4,7 @@
 #define MS_OPTIONS_H
 
 #include "engine/config.h"
+#include "pipeline/localise.h"
 
 typedef struct {
     long batch;          /* images per step, over all ranks */
@@ -12,9 +13,31 @@ typedef struct {
     long epochs;
     long seed;
     int augment;         /* random 90-degree rotations and reflections */
+    long checkpoint_every; /* steps; 0: at the end of every epoch */
+    long keep;           /* checkpoints kept */
+    long loader_threads;
+    long cache_mb;       /* decoded training images kept in memory */
 } ms_train_opts_t;
 
-/* Reads every section the pipeline owns; call before ms_config_check_used(). */
-ms_status_t ms_options_read(ms_config_t *cfg, ms_train_opts_t *train);
+typedef struct {
+    const char *train, *val, *test; /* space-separated shard paths ("" when absent) */
+} ms_data_opts_t;
+
+typedef struct {
+    int masks;           /* write /masks */
+    int cells;           /* score crops around the shard's cells */
+    long cell_size;      /* crop side (the paper: 64) */
+} ms_score_opts_t;
+
+typedef struct {
+    ms_train_opts_t train;
+    ms_data_opts_t data;
+    ms_score_opts_t score;
+    ms_localise_opts_t localise;
+} ms_options_t;
+
+/* Reads every section the pipeline owns; call before ms_config_check_used(). Strings point
+ * into cfg. */
+ms_status_t ms_options_read(ms_config_t *cfg, ms_options_t *o);
 
 #endif
