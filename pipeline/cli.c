@@ -91,13 +91,14 @@ int ms_cli_parse_size(const char *s, int *w, int *h, int *c, int def_c)
     if (end == p)
         return -1;
     long d = def_c;
-    if (*end == 'x') {
+    int has_c = *end == 'x';
+    if (has_c) {
         p = end + 1;
         d = strtol(p, &end, 10);
         if (end == p)
             return -1;
     }
-    if (*end || a < 1 || b < 1 || d < 1 || a > 1 << 20 || b > 1 << 20 || d > 4096)
+    if (*end || a < 1 || b < 1 || (has_c && d < 1) || a > 1 << 20 || b > 1 << 20 || d > 4096)
         return -1;
     *w = (int)a;
     *h = (int)b;
