@@ -286,7 +286,7 @@ int ms_cmd_render(int argc, char **argv)
         int len = (int)strlen(s.class_names[c]);
         namew = len > namew ? len : namew;
     }
-    namew = namew > 16 ? 16 : namew;
+    namew = namew > 24 ? 24 : namew;
     const char *id = s.image_id ? s.image_id[i] : v.image_id ? v.image_id[i] : "";
     snprintf(text[nl++], NLINE, "IMAGE %zu %.40s", i, id);
     int true_k = v.label ? v.label[i] : -1;
@@ -301,7 +301,7 @@ int ms_cmd_render(int argc, char **argv)
         r.line_rgb[nl++] = green;
     }
     if (r.map) {
-        snprintf(text[nl], NLINE, "HEAT  P(%.30s) PER INSTANCE", s.class_names[k]);
+        snprintf(text[nl], NLINE, "HEAT  P(%.30s), LINE AT 50%%", s.class_names[k]);
         r.line_rgb[nl++] = orange;
     }
     if (r.mask) {

@@ -1,6 +1,7 @@
 /* The picture `milscreen render` draws, as a pure function of arrays: the image's channels
  * mapped to colours with a percentile contrast stretch, one class's instance map as a
- * translucent heat overlay at input resolution, the mask's outline, and a text panel. */
+ * translucent heat overlay at input resolution with its p = 0.5 contour, the mask's outline,
+ * and a text panel. */
 #ifndef MS_RENDER_H
 #define MS_RENDER_H
 
@@ -35,7 +36,7 @@ void ms_render_default_colours(uint8_t (*rgb)[3], int C);
 /* Draws the picture into *canvas (initialised here; free with ms_canvas_free): the image at
  * (0, 0) and the text panel to its right. */
 ms_status_t ms_render_draw(ms_canvas_t *canvas, const ms_render_t *r);
-/* The heat colour of p in [0, 1] (black-red-yellow-white ramp). */
+/* The heat colour of p in [0, 1] (yellow to red). */
 void ms_render_heat(uint8_t rgb[3], float p);
 
 #endif

@@ -21,11 +21,12 @@ void ms_render_default_colours(uint8_t (*rgb)[3], int C)
 
 void ms_render_heat(uint8_t rgb[3], float p)
 {
+    /* Yellow at low probability to red at 1: saturated at the top so that it stays visible
+     * over bright (white) cells, where a ramp ending in white would vanish. */
     p = p < 0 ? 0 : p > 1 ? 1 : p;
-    for (int k = 0; k < 3; k++) {
-        float v = 3 * p - k;
-        rgb[k] = (uint8_t)(255 * (v < 0 ? 0 : v > 1 ? 1 : v) + 0.5f);
-    }
+    rgb[0] = 255;
+    rgb[1] = (uint8_t)(230 * (1 - p) + 0.5f);
+    rgb[2] = 0;
 }
 
 static int cmp_float(const void *a, const void *b)
@@ -76,6 +77,7 @@ ms_status_t ms_render_draw(ms_canvas_t *canvas, const ms_render_t *r)
 {
     ms_status_t st = MS_OK;
     float *acc = NULL;     /* (H, W, 3) */
+    float *heat_p = NULL;  /* (H, W) the class map sampled at every pixel */
     uint8_t(*col)[3] = NULL; /* (C) */
     canvas->rgb = NULL;
     if (r->C < 1 || r->H < 1 || r->W < 1 || (r->map && (r->h < 1 || r->w < 1)))
@@ -129,8 +131,10 @@ ms_status_t ms_render_draw(ms_canvas_t *canvas, const ms_render_t *r)
         }
 
     /* Heat: opacity proportional to the probability, so that confident instances stand out
-     * and the image shows through where the class is absent. */
+     * and the image shows through where the class is absent; plus the p = 0.5 contour, which
+     * reads as "where the model finds the class" even over bright cells. */
     if (r->map) {
+        MS_ALLOC(heat_p, hw, "heat map");
         for (int y = 0; y < H; y++)
             for (int x = 0; x < W; x++) {
                 double u, v;
@@ -145,6 +149,19 @@ ms_status_t ms_render_draw(ms_canvas_t *canvas, const ms_render_t *r)
                 uint8_t heat[3];
                 ms_render_heat(heat, p);
                 ms_canvas_blend(canvas, x, y, heat, (float)(r->heat_alpha * p));
+                heat_p[(size_t)y * W + x] = p;
+            }
+        static const uint8_t contour[3] = {255, 255, 0};
+        int t = W / 512 + 1;
+        for (int y = 0; y < H; y++)
+            for (int x = 0; x < W; x++) {
+                size_t i = (size_t)y * W + x;
+                if (heat_p[i] < 0.5f)
+                    continue;
+                int edge = (x > 0 && heat_p[i - 1] < 0.5f) || (x < W - 1 && heat_p[i + 1] < 0.5f) ||
+                           (y > 0 && heat_p[i - W] < 0.5f) || (y < H - 1 && heat_p[i + W] < 0.5f);
+                if (edge)
+                    ms_canvas_rect(canvas, x, y, t, t, contour, 1);
             }
     }
 
@@ -174,6 +191,7 @@ ms_status_t ms_render_draw(ms_canvas_t *canvas, const ms_render_t *r)
                      r->line_rgb[i] ? r->line_rgb[i] : white);
 done:
     free(acc);
+    free(heat_p);
     free(col);
     if (st)
         ms_canvas_free(canvas);
