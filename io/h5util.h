@@ -1,0 +1,74 @@
+/* Small HDF5 helpers shared by shards, checkpoints and output files: atomic create (temporary
+ * name in the same folder, rename on commit), typed datasets and attributes with dims checks,
+ * file locking off (DESIGN §4) and HDF5's own error printing silenced: every failure becomes an
+ * ms_status_t message naming the file and the object. */
+#ifndef MS_H5UTIL_H
+#define MS_H5UTIL_H
+
+#include <hdf5.h>
+#include <stddef.h>
+
+#include "engine/status.h"
+
+/* Silences HDF5's automatic error printing for the calling thread (the threadsafe HDF5 keeps
+ * one error stack per thread). Every function here calls it; call it yourself before calling
+ * HDF5 directly from a new thread. */
+void ms_h5_quiet(void);
+
+/* A file access property list with file locking off (H5Pset_file_locking, HDF5 >= 1.10.7;
+ * older versions get HDF5_USE_FILE_LOCKING=FALSE in the environment). Caller closes it. */
+hid_t ms_h5_fapl(void);
+
+/* A file being written: created as "<dir>/.<name>.tmp.<pid>" and renamed to path by commit. */
+typedef struct {
+    hid_t id;   /* the open HDF5 file, or H5I_INVALID_HID */
+    char *path; /* final name */
+    char *tmp;  /* temporary name in the same folder */
+} ms_h5file_t;
+
+ms_status_t ms_h5_create(ms_h5file_t *f, const char *path);
+/* Flushes, closes and renames to the final name. On failure the temporary file is removed. */
+ms_status_t ms_h5_commit(ms_h5file_t *f);
+/* Closes and removes the temporary file; safe on a zeroed or already committed file. */
+void ms_h5_abort(ms_h5file_t *f);
+
+/* Opens read-only (locking off); the message names the path when it is missing or not HDF5. */
+ms_status_t ms_h5_open(hid_t *fid, const char *path);
+
+/* "file.h5:/group/name" for messages (thread-local buffer, valid until the next call). */
+const char *ms_h5_where(hid_t loc, const char *name);
+
+/* 1 if the link exists (intermediate groups included), 0 if not. */
+int ms_h5_exists(hid_t loc, const char *path);
+
+/* Writes a dataset of memtype (H5T_NATIVE_FLOAT, _INT, _UINT8, ...) with dims; intermediate
+ * groups are created. chunk: NULL for contiguous, else chunk dims; deflate: 0 none, 1..9 level
+ * (with shuffle). The file type equals the memory type. */
+ms_status_t ms_h5_write(hid_t loc, const char *name, hid_t memtype, int rank, const hsize_t *dims,
+                        const void *data, const hsize_t *chunk, int deflate);
+/* Rank and dims (up to 8) of a dataset. */
+ms_status_t ms_h5_dims(hid_t loc, const char *name, int *rank, hsize_t *dims);
+/* Reads a whole dataset converted to memtype after checking that its rank and dims equal the
+ * expected ones. */
+ms_status_t ms_h5_read(hid_t loc, const char *name, hid_t memtype, int rank, const hsize_t *dims,
+                       void *buf);
+
+/* 1-D string datasets (fixed length UTF-8, null-terminated; either fixed or variable length
+ * is read). read gives n malloc'd strings in one malloc'd array: free with ms_h5_free_strings. */
+ms_status_t ms_h5_write_strings(hid_t loc, const char *name, size_t n, const char *const *s);
+ms_status_t ms_h5_read_strings(hid_t loc, const char *name, size_t n, char ***out);
+void ms_h5_free_strings(char **s, size_t n);
+
+/* Attributes on loc (a file, group or dataset). Setting replaces an existing one. */
+ms_status_t ms_h5_attr_set_str(hid_t loc, const char *name, const char *value);
+ms_status_t ms_h5_attr_set_strings(hid_t loc, const char *name, size_t n, const char *const *s);
+ms_status_t ms_h5_attr_set_int(hid_t loc, const char *name, long long value);
+ms_status_t ms_h5_attr_set_double(hid_t loc, const char *name, double value);
+/* A missing attribute is MS_EFORMAT naming it; ms_h5_attr_exists to test first. */
+int ms_h5_attr_exists(hid_t loc, const char *name);
+ms_status_t ms_h5_attr_get_str(hid_t loc, const char *name, char **out); /* malloc'd */
+ms_status_t ms_h5_attr_get_strings(hid_t loc, const char *name, size_t *n, char ***out);
+ms_status_t ms_h5_attr_get_int(hid_t loc, const char *name, long long *out);
+ms_status_t ms_h5_attr_get_double(hid_t loc, const char *name, double *out);
+
+#endif
