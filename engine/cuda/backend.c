@@ -164,6 +164,7 @@ static void cuda_release(ms_backend_t *be, void *p)
         return;
     size_t bytes = 0;
     cudaSetDevice(c->device);
+    cudaStreamSynchronize(c->stream); /* no kernel may still use it */
     if (cudaMemcpy(&bytes, (char *)p - HDR, sizeof bytes, cudaMemcpyDeviceToHost) == cudaSuccess)
         c->mem.now -= bytes + HDR <= c->mem.now ? bytes + HDR : c->mem.now;
     cudaFree((char *)p - HDR);
@@ -223,14 +224,22 @@ static cudnnDataType_t data_type(const cuda_ctx_t *c)
 /* fp32 must not silently run on TF32 tensor cores; tf32 and bf16 may use them. */
 static cudnnMathType_t math_type(const cuda_ctx_t *c)
 {
-    return c->prec == PREC_FP32 ? CUDNN_FMA_MATH
-                                : (c->prec == PREC_TF32 ? CUDNN_DEFAULT_MATH : CUDNN_TENSOR_OP_MATH);
+    if (c->prec == PREC_FP32)
+        return CUDNN_FMA_MATH;
+    return c->prec == PREC_TF32 ? CUDNN_DEFAULT_MATH : CUDNN_TENSOR_OP_MATH;
 }
 
 static int math_ok(const cuda_ctx_t *c, cudnnMathType_t m)
 {
     return c->prec != PREC_FP32 ||
            (m != CUDNN_TENSOR_OP_MATH && m != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION);
+}
+
+/* The math type to run a found algorithm with: fp32 stays on FMA kernels whatever Find
+ * reports (CUDNN_DEFAULT_MATH would allow TF32 on sm_80 and newer). */
+static cudnnMathType_t exec_math(const cuda_ctx_t *c, cudnnMathType_t found)
+{
+    return c->prec == PREC_FP32 ? CUDNN_FMA_MATH : found;
 }
 
 /* From cudnnFind's list (fastest first): the fastest deterministic algorithm that succeeded
@@ -282,7 +291,7 @@ static ms_status_t find_algos(cuda_ctx_t *c, conv_state_t *cs, const conv_key_t 
             MS_FAIL(MS_EBACKEND, "cuDNN has no forward algorithm for layer %s on cuda:%d "
                     "within the %zu MiB workspace bound", where, c->device, c->ws_limit >> 20);
         a->fwd = perf[i].algo;
-        a->fwd_math = perf[i].mathType;
+        a->fwd_math = exec_math(c, perf[i].mathType);
         a->fwd_ws = perf[i].memory;
         a->have_fwd = 1;
     }
@@ -298,7 +307,7 @@ static ms_status_t find_algos(cuda_ctx_t *c, conv_state_t *cs, const conv_key_t 
                     "cuda:%d within the %zu MiB workspace bound", where, c->device,
                     c->ws_limit >> 20);
         a->data = perf[i].algo;
-        a->data_math = perf[i].mathType;
+        a->data_math = exec_math(c, perf[i].mathType);
         a->data_ws = perf[i].memory;
         a->have_data = 1;
     }
@@ -314,7 +323,7 @@ static ms_status_t find_algos(cuda_ctx_t *c, conv_state_t *cs, const conv_key_t 
                     "cuda:%d within the %zu MiB workspace bound", where, c->device,
                     c->ws_limit >> 20);
         a->filter = perf[i].algo;
-        a->filter_math = perf[i].mathType;
+        a->filter_math = exec_math(c, perf[i].mathType);
         a->filter_ws = perf[i].memory;
         a->have_filter = 1;
     }
@@ -347,7 +356,7 @@ static ms_status_t conv_setup(cuda_ctx_t *c, const ms_plan_t *pl, const ms_layer
             MS_FAIL(MS_EINTERNAL, "layer %s: cuDNN gives %dx%dx%dx%d, the plan %dx%dx%dx%d",
                     where, n, oc, oh, ow, pl->n, L->oc, L->oh, L->ow);
     }
-    conv_key_t key = (conv_key_t){pl->n, L->c, L->h, L->w, L->oc, s->size, s->stride, s->pad, c->prec};
+    conv_key_t key = {pl->n, L->c, L->h, L->w, L->oc, s->size, s->stride, s->pad, c->prec};
     MS_TRY(find_algos(c, cs, &key, pl->train, where));
 done:
     return st;

@@ -7,6 +7,7 @@
 #include <float.h>
 #include <math.h>
 
+#include "engine/cuda/index.h"
 #include "engine/cuda/kernels.h"
 #include "engine/rng.h"
 
@@ -282,12 +283,10 @@ __global__ void k_pool_bwd(void *dinv, const void *doutv, const void *inv, ms_cu
         t /= p.w;
         int iy = (int)(t % p.h);
         size_t b = t / p.h;
-        // outputs o whose window [o*stride - pad, o*stride - pad + k) holds the cell
-        int ny = iy + p.pad - p.k + 1, nx = ix + p.pad - p.k + 1;
-        int oy0 = ny <= 0 ? 0 : (ny + p.stride - 1) / p.stride;
-        int ox0 = nx <= 0 ? 0 : (nx + p.stride - 1) / p.stride;
-        int oy1 = min((iy + p.pad) / p.stride, p.oh - 1);
-        int ox1 = min((ix + p.pad) / p.stride, p.ow - 1);
+        // the outputs whose windows hold the cell
+        int oy0, oy1, ox0, ox1;
+        ms_pool_windows_of(iy, p.k, p.stride, p.pad, p.oh, &oy0, &oy1);
+        ms_pool_windows_of(ix, p.k, p.stride, p.pad, p.ow, &ox0, &ox1);
         const T *plane = in + b * p.h * p.w * p.c + c;
         float g = 0;
         for (int oy = oy0; oy <= oy1; oy++)
@@ -350,14 +349,8 @@ __global__ void k_dropout(void *outv, const void *inv, int N, int C, int H, int 
     size_t n = (size_t)N * C * H * W;
     GRID_LOOP(i, n)
     {
-        size_t t = i;
-        int c = (int)(t % C);
-        t /= C;
-        int x = (int)(t % W);
-        t /= W;
-        int y = (int)(t % H);
-        size_t b = t / H;
-        uint64_t logical = ((b * C + c) * H + y) * W + x; // the mask is defined on NCHW
+        // the mask is defined on the logical NCHW index
+        uint64_t logical = ms_nhwc_logical(i, C, H, W);
         st(out, i, ms_dropout_keep(key, logical, rate) ? ld(in, i) * scale : 0.0f);
     }
 }
