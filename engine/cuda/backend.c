@@ -57,7 +57,9 @@ typedef struct {             /* per conv layer, hung on ms_layer_t.be */
     cudnnFilterDescriptor_t w;
     cudnnConvolutionDescriptor_t conv;
     conv_algos_t algo;
-    void *wc;                /* (O,k,k,I) weights in the compute dtype */
+    int cp;                  /* input channels as cuDNN sees them: I, or I padded to 8 */
+    void *wc;                /* (O,k,k,cp) weights in the compute dtype */
+    void *xpad, *dxpad;      /* (N,H,W,cp) input and its gradient when cp != I */
 } conv_state_t;
 
 typedef struct {
@@ -343,9 +345,10 @@ static ms_status_t conv_setup(cuda_ctx_t *c, const ms_plan_t *pl, const ms_layer
     DNN(cudnnCreateTensorDescriptor(&cs->y));
     DNN(cudnnCreateFilterDescriptor(&cs->w));
     DNN(cudnnCreateConvolutionDescriptor(&cs->conv));
-    DNN(cudnnSetTensor4dDescriptor(cs->x, CUDNN_TENSOR_NHWC, dt, pl->n, L->c, L->h, L->w));
+    DNN(cudnnSetTensor4dDescriptor(cs->x, CUDNN_TENSOR_NHWC, dt, pl->n, cs->cp, L->h, L->w));
     DNN(cudnnSetTensor4dDescriptor(cs->y, CUDNN_TENSOR_NHWC, dt, pl->n, L->oc, L->oh, L->ow));
-    DNN(cudnnSetFilter4dDescriptor(cs->w, dt, CUDNN_TENSOR_NHWC, L->oc, L->c, s->size, s->size));
+    DNN(cudnnSetFilter4dDescriptor(cs->w, dt, CUDNN_TENSOR_NHWC, L->oc, cs->cp, s->size,
+                                   s->size));
     DNN(cudnnSetConvolution2dDescriptor(cs->conv, s->pad, s->pad, s->stride, s->stride, 1, 1,
                                         CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
     DNN(cudnnSetConvolutionMathType(cs->conv, math_type(c)));
@@ -356,7 +359,7 @@ static ms_status_t conv_setup(cuda_ctx_t *c, const ms_plan_t *pl, const ms_layer
             MS_FAIL(MS_EINTERNAL, "layer %s: cuDNN gives %dx%dx%dx%d, the plan %dx%dx%dx%d",
                     where, n, oc, oh, ow, pl->n, L->oc, L->oh, L->ow);
     }
-    conv_key_t key = {pl->n, L->c, L->h, L->w, L->oc, s->size, s->stride, s->pad, c->prec};
+    conv_key_t key = {pl->n, cs->cp, L->h, L->w, L->oc, s->size, s->stride, s->pad, c->prec};
     MS_TRY(find_algos(c, cs, &key, pl->train, where));
 done:
     return st;
@@ -373,6 +376,18 @@ static void conv_teardown(conv_state_t *cs)
     if (cs->conv)
         cudnnDestroyConvolutionDescriptor(cs->conv);
     memset(cs, 0, sizeof *cs);
+}
+
+/* Tensor-core kernels want input channels in multiples of 8 (16 bytes of bf16); the first
+ * convolution has 3. Padding with zero channels (and zero weights) costs 8/3 of that layer's
+ * arithmetic on tensor cores instead of the whole of it on slower kernels. fp32 runs FMA
+ * kernels, which gain nothing. MILSCREEN_CUDA_PAD_CHANNELS=0 turns it off (for measuring). */
+static int padded_channels(const cuda_ctx_t *c, int channels)
+{
+    const char *env = getenv("MILSCREEN_CUDA_PAD_CHANNELS");
+    if (c->prec == PREC_FP32 || channels % 8 == 0 || (env && !strcmp(env, "0")))
+        return channels;
+    return (channels + 7) / 8 * 8;
 }
 
 /* ---- plans ------------------------------------------------------------------------------- */
@@ -413,9 +428,15 @@ static size_t layout(const cuda_ctx_t *c, ms_plan_t *pl, cuda_plan_t *p, char *b
             biggest = out_count(pl, l);
         if (sp->layers[l].kind == MS_LAYER_CONV) {
             const ms_layer_t *L = &pl->layers[l];
-            p->conv[l].wc = carve(base, &off, es * L->nw);
-            if (L->nw > maxw)
-                maxw = L->nw;
+            conv_state_t *cs = &p->conv[l];
+            size_t nw = (size_t)L->oc * cs->cp * L->spec->size * L->spec->size;
+            cs->wc = carve(base, &off, es * nw);
+            if (cs->cp != L->c) {
+                cs->xpad = carve(base, &off, es * pl->n * L->h * L->w * cs->cp);
+                cs->dxpad = carve(base, &off, es * pl->n * L->h * L->w * cs->cp);
+            }
+            if (nw > maxw)
+                maxw = nw;
             if (L->oc > maxc)
                 maxc = L->oc;
         }
@@ -480,6 +501,7 @@ static ms_status_t cuda_plan_create(ms_backend_t *be, ms_plan_t *pl)
             continue;
         conv_state_t *cs = &p->conv[l];
         pl->layers[l].be = cs;
+        cs->cp = padded_channels(c, pl->layers[l].c);
         MS_TRY(conv_setup(c, pl, &pl->layers[l], cs));
         size_t need[3] = {cs->algo.fwd_ws, cs->algo.data_ws, pl->train ? cs->algo.filter_ws : 0};
         for (int i = 0; i < 3; i++)
@@ -566,7 +588,12 @@ static ms_status_t cuda_forward(ms_backend_t *be, ms_plan_t *pl, int l, const vo
     switch (s->kind) {
     case MS_LAYER_CONV: {
         conv_state_t *cs = &p->conv[l];
-        CU(ms_cuk_weights_krsc(cs->wc, w, L->oc, L->c, s->size, c->bf16, c->stream));
+        CU(ms_cuk_weights_krsc(cs->wc, w, L->oc, L->c, cs->cp, s->size, c->bf16, c->stream));
+        if (cs->xpad) {
+            CU(ms_cuk_pad_channels(cs->xpad, in, (size_t)pl->n * L->h * L->w, L->c, cs->cp, 1,
+                                   c->bf16, c->stream));
+            in = cs->xpad;
+        }
         DNN(cudnnSetConvolutionMathType(cs->conv, cs->algo.fwd_math));
         DNN(cudnnConvolutionForward(c->dnn, &one, cs->x, in, cs->w, cs->wc, cs->conv,
                                     cs->algo.fwd, p->ws, p->ws_bytes, &zero, cs->y, p->act[l]));
@@ -675,16 +702,20 @@ static ms_status_t cuda_backward(ms_backend_t *be, ms_plan_t *pl, int l, const v
                 MS_FAIL(MS_EINTERNAL, "layer %s: weight gradients asked of an inference plan",
                         where);
             DNN(cudnnSetConvolutionMathType(cs->conv, cs->algo.filter_math));
-            DNN(cudnnConvolutionBackwardFilter(c->dnn, &one, cs->x, in, cs->y, dout, cs->conv,
-                                               cs->algo.filter, p->ws, p->ws_bytes, &zero,
-                                               cs->w, p->dw));
-            CU(ms_cuk_dw_add(dw, p->dw, L->oc, L->c, s->size, c->bf16, c->stream));
+            /* the padded input is still the forward's: nothing writes it in between */
+            DNN(cudnnConvolutionBackwardFilter(c->dnn, &one, cs->x, cs->xpad ? cs->xpad : in,
+                                               cs->y, dout, cs->conv, cs->algo.filter, p->ws,
+                                               p->ws_bytes, &zero, cs->w, p->dw));
+            CU(ms_cuk_dw_add(dw, p->dw, L->oc, L->c, cs->cp, s->size, c->bf16, c->stream));
         }
         if (din) {
             DNN(cudnnSetConvolutionMathType(cs->conv, cs->algo.data_math));
             DNN(cudnnConvolutionBackwardData(c->dnn, &one, cs->w, cs->wc, cs->y, dout, cs->conv,
                                              cs->algo.data, p->ws, p->ws_bytes, &zero, cs->x,
-                                             din));
+                                             cs->dxpad ? cs->dxpad : din));
+            if (cs->dxpad)
+                CU(ms_cuk_pad_channels(din, cs->dxpad, (size_t)pl->n * L->h * L->w, L->c, cs->cp,
+                                       0, c->bf16, c->stream));
         }
         break;
     }

@@ -135,26 +135,28 @@ __global__ void k_nhwc_to_nchw(float *dst, const void *srcv, int N, int C, int H
     }
 }
 
+// dst (O,k,k,Ip) from w (O,I,k,k), input channels I..Ip-1 zero
 template <typename T>
-__global__ void k_weights_krsc(void *dstv, const float *w, int O, int I, int k)
+__global__ void k_weights_krsc(void *dstv, const float *w, int O, int I, int Ip, int k)
 {
     T *dst = (T *)dstv;
-    size_t n = (size_t)O * I * k * k;
+    size_t n = (size_t)O * Ip * k * k;
     GRID_LOOP(i, n)
     {
         size_t t = i;
-        int ci = (int)(t % I);
-        t /= I;
+        int ci = (int)(t % Ip);
+        t /= Ip;
         int kx = (int)(t % k);
         t /= k;
         int ky = (int)(t % k);
         size_t o = t / k;
-        st(dst, i, w[((o * I + ci) * k + ky) * k + kx]);
+        st(dst, i, ci < I ? w[((o * I + ci) * k + ky) * k + kx] : 0.0f);
     }
 }
 
+// dw (O,I,k,k) += src (O,k,k,Ip), channels I..Ip-1 ignored
 template <typename T>
-__global__ void k_dw_add(float *dw, const void *srcv, int O, int I, int k)
+__global__ void k_dw_add(float *dw, const void *srcv, int O, int I, int Ip, int k)
 {
     const T *src = (const T *)srcv;
     size_t n = (size_t)O * I * k * k;
@@ -167,7 +169,28 @@ __global__ void k_dw_add(float *dw, const void *srcv, int O, int I, int k)
         t /= k;
         int ci = (int)(t % I);
         size_t o = t / I;
-        dw[i] += ld(src, ((o * k + ky) * k + kx) * I + ci);
+        dw[i] += ld(src, ((o * k + ky) * k + kx) * Ip + ci);
+    }
+}
+
+// dst (rows,Cp) <- src (rows,C) with zero channels C..Cp-1 (pad), or back (unpad)
+template <typename T>
+__global__ void k_pad_channels(void *dstv, const void *srcv, size_t rows, int C, int Cp, int pad)
+{
+    T *dst = (T *)dstv;
+    const T *src = (const T *)srcv;
+    size_t n = rows * (pad ? Cp : C);
+    GRID_LOOP(i, n)
+    {
+        if (pad) {
+            size_t r = i / Cp;
+            int c = (int)(i % Cp);
+            dst[i] = c < C ? src[r * C + c] : T(0.0f);
+        } else {
+            size_t r = i / C;
+            int c = (int)(i % C);
+            dst[i] = src[r * Cp + c];
+        }
     }
 }
 
@@ -728,19 +751,27 @@ cudaError_t ms_cuk_nhwc_to_nchw(float *dst, const void *src, int N, int C, int H
     return cudaGetLastError();
 }
 
-cudaError_t ms_cuk_weights_krsc(void *dst, const float *w, int O, int I, int k, int bf16,
+cudaError_t ms_cuk_weights_krsc(void *dst, const float *w, int O, int I, int Ip, int k, int bf16,
                                 cudaStream_t s)
 {
-    size_t n = (size_t)O * I * k * k;
-    LAUNCH_T(bf16, n, k_weights_krsc, dst, w, O, I, k);
+    size_t n = (size_t)O * Ip * k * k;
+    LAUNCH_T(bf16, n, k_weights_krsc, dst, w, O, I, Ip, k);
     return cudaGetLastError();
 }
 
-cudaError_t ms_cuk_dw_add(float *dw, const void *src, int O, int I, int k, int bf16,
+cudaError_t ms_cuk_dw_add(float *dw, const void *src, int O, int I, int Ip, int k, int bf16,
                           cudaStream_t s)
 {
     size_t n = (size_t)O * I * k * k;
-    LAUNCH_T(bf16, n, k_dw_add, dw, src, O, I, k);
+    LAUNCH_T(bf16, n, k_dw_add, dw, src, O, I, Ip, k);
+    return cudaGetLastError();
+}
+
+cudaError_t ms_cuk_pad_channels(void *dst, const void *src, size_t rows, int C, int Cp, int pad,
+                                int bf16, cudaStream_t s)
+{
+    size_t n = rows * (pad ? Cp : C);
+    LAUNCH_T(bf16, n, k_pad_channels, dst, src, rows, C, Cp, pad);
     return cudaGetLastError();
 }
 

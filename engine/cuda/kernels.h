@@ -25,12 +25,18 @@ cudaError_t ms_cuk_nchw_to_nhwc(void *dst, const float *src, int N, int C, int H
 /* dst (N,C,H,W) float <- src (N,H,W,C) compute, through sigmoid when sigm */
 cudaError_t ms_cuk_nhwc_to_nchw(float *dst, const void *src, int N, int C, int H, int W,
                                 int sigm, int bf16, cudaStream_t s);
-/* dst (O,k,k,I) compute <- w (O,I,k,k) float: cuDNN's NHWC filter layout (KRSC) */
-cudaError_t ms_cuk_weights_krsc(void *dst, const float *w, int O, int I, int k, int bf16,
+/* dst (O,k,k,Ip) compute <- w (O,I,k,k) float: cuDNN's NHWC filter layout (KRSC), input
+ * channels I..Ip-1 zero (Ip == I: no padding) */
+cudaError_t ms_cuk_weights_krsc(void *dst, const float *w, int O, int I, int Ip, int k, int bf16,
                                 cudaStream_t s);
-/* dw (O,I,k,k) float += src (O,k,k,I) compute */
-cudaError_t ms_cuk_dw_add(float *dw, const void *src, int O, int I, int k, int bf16,
+/* dw (O,I,k,k) float += src (O,k,k,Ip) compute, padding channels ignored */
+cudaError_t ms_cuk_dw_add(float *dw, const void *src, int O, int I, int Ip, int k, int bf16,
                           cudaStream_t s);
+/* pad: dst (rows,Cp) <- src (rows,C), channels C..Cp-1 zero; !pad: dst (rows,C) <- the first C
+ * channels of src (rows,Cp). Lets a convolution with few input channels (the first: 3) run
+ * on tensor-core kernels, which want channel counts that are multiples of 8. */
+cudaError_t ms_cuk_pad_channels(void *dst, const void *src, size_t rows, int C, int Cp, int pad,
+                                int bf16, cudaStream_t s);
 /* y (rows,C) compute, in place: y = y + b[c], then max(y, 0) when relu */
 cudaError_t ms_cuk_bias_act(void *y, const float *b, size_t rows, int C, int relu, int bf16,
                             cudaStream_t s);
