@@ -1,8 +1,1140 @@
-/* oneDNN CPU backend (work in progress: not yet usable). */
-#include "engine/backend.h"
+/* The "cpu" backend: oneDNN (v2 C API) convolutions and pooling in blocked layouts kept from
+ * layer to layer, bias+ReLU fused into the convolution, every primitive and buffer made once
+ * per plan; OpenMP for the element-wise rest. The tiny MIL layer, loss and FC head run the
+ * float reference ops (engine/ref) on plain buffers. Float only. */
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
-ms_status_t ms_backend_cpu(ms_backend_t **be, int threads)
+#include <oneapi/dnnl/dnnl.h>
+#include <oneapi/dnnl/dnnl_debug.h>
+
+#include "engine/backend.h"
+#include "engine/ref/ref.h"
+#include "engine/rng.h"
+
+/* Checks a oneDNN call inside a function with `st`, a `done:` label, and the layer name. */
+#define DN(layer, call)                                                                    \
+    do {                                                                                   \
+        dnnl_status_t s_ = (call);                                                         \
+        if (s_ != dnnl_success)                                                            \
+            MS_FAIL(MS_EBACKEND, "oneDNN %.*s failed for layer %s: %s",                    \
+                    (int)strcspn(#call, "("), #call, (layer), dnnl_status2str(s_));        \
+    } while (0)
+
+typedef struct {
+    dnnl_engine_t eng;
+    dnnl_stream_t stream;
+    int threads;
+} cpu_ctx_t;
+
+/* One reorder between two fixed memory objects (NULL primitive: layouts equal, no copy). */
+typedef struct {
+    dnnl_primitive_t p;
+    dnnl_memory_t src, dst, scratch;
+} reorder_t;
+
+/* A primitive with its user-mode scratchpad memory (the plan's one shared buffer). */
+typedef struct {
+    dnnl_primitive_desc_t pd;
+    dnnl_primitive_t p;
+    dnnl_memory_t scratch;
+} prim_t;
+
+typedef struct {
+    dnnl_memory_desc_t md;     /* output layout; padded channels stay zero */
+    float *out, *dout;         /* output and its gradient, in md; alias the previous layer's
+                                * buffers for an in-place dropout */
+    int alias;
+    dnnl_memory_t m_out, m_dout;
+    /* conv */
+    prim_t fwd, bwd_data, bwd_w;
+    dnnl_memory_t m_wuser, m_buser;  /* flat params, handles set per call: (O,I,k,k), (O) */
+    dnnl_memory_t m_src;             /* the convolution's input (m_in or a private copy) */
+    dnnl_memory_t m_src_w;           /* the same in the weight gradient's layout */
+    dnnl_memory_t m_wf, m_wb;        /* weights in the forward / backward-data layouts */
+    dnnl_memory_t m_ddst_d, m_ddst_w, m_dsrc; /* dout / din in the backward layouts */
+    dnnl_memory_t m_dw, m_dwplain, m_db;      /* weight gradient, its (O,I,k,k) form, bias */
+    reorder_t r_src, r_src_w, r_wf, r_wb, r_ddst_d, r_ddst_w, r_dsrc, r_dw;
+    float *dwplain, *db;             /* (O,I,k,k), (O) before adding into grads */
+    /* pooling */
+    dnnl_memory_t m_ws;              /* max pooling's argmax workspace */
+    /* buffers and memory objects owned by this layer (freed at destroy) */
+    void *own[12];
+    int nown;
+    dnnl_memory_t mems[24];
+    int nmems;
+} cpu_layer_t;
+
+typedef struct {
+    cpu_layer_t *L;
+    dnnl_memory_desc_t in_md;  /* (N,C,H,W) plain */
+    float *x, *dx;             /* input and its gradient, plain NCHW */
+    dnnl_memory_t m_x, m_dx;
+    void *scratch;             /* user-mode scratchpad shared by every primitive */
+    size_t scratch_bytes;
+    /* MIL: the map layer's output as plain (N,K,mh,mw), and its gradient */
+    float *z, *dz;
+    dnnl_memory_t m_z, m_dz;
+    reorder_t r_z, r_dz;
+    int own_z;                 /* z, dz are private buffers (not the map layer's own) */
+    float *logP, *log1mP, *glogP, *glog1mP, *prob; /* (N,K) */
+    dnnl_memory_t mems[8];     /* memory objects owned by the plan itself */
+    int nmems;
+} cpu_plan_t;
+
+static void *xalloc(size_t bytes)
 {
-    *be = NULL;
-    return MS_ERR(MS_EBACKEND, "the oneDNN backend is not implemented yet");
+    size_t sz = (bytes + 63) / 64 * 64;
+    void *p = aligned_alloc(64, sz ? sz : 64);
+    if (p)
+        memset(p, 0, sz ? sz : 64);
+    return p;
+}
+
+static size_t md_bytes(const dnnl_memory_desc_t *md) { return dnnl_memory_desc_get_size(md); }
+
+static size_t out_count(const ms_plan_t *pl, int l)
+{
+    const ms_layer_t *L = &pl->layers[l];
+    return (size_t)pl->n * L->oc * L->oh * L->ow;
+}
+
+/* ---- element-wise work on any layout (OpenMP) --------------------------------------- */
+
+/* Physical offsets of a 4-D plain or channel-blocked layout (nchw, nhwc, nChw8c, nChw16c). */
+typedef struct {
+    dnnl_dim_t sn, sc, sh, sw; /* strides of n, channel block, h, w */
+    int blk;                   /* channel block (1: none) */
+} layout_t;
+
+static ms_status_t layout_of(const dnnl_memory_desc_t *md, layout_t *lo, const char *layer)
+{
+    const dnnl_blocking_desc_t *b = &md->format_desc.blocking;
+    if (md->format_kind != dnnl_blocked || md->ndims != 4 || b->inner_nblks > 1 ||
+        (b->inner_nblks == 1 && b->inner_idxs[0] != 1))
+        return MS_ERR(MS_EINTERNAL, "layer %s: unexpected oneDNN layout for element-wise work",
+                      layer);
+    *lo = (layout_t){b->strides[0], b->strides[1], b->strides[2], b->strides[3],
+                     b->inner_nblks ? (int)b->inner_blks[0] : 1};
+    return MS_OK;
+}
+
+/* out = in * mask * 1/(1-rate) with the mask of the LOGICAL NCHW index, as every backend;
+ * out may be in. Padded channels are never touched (they stay zero). */
+static void dropout_apply(float *out, const float *in, const layout_t *lo, int N, int C, int H,
+                          int W, uint64_t key, double rate)
+{
+    const float scale = 1.0f / (1.0f - (float)rate);
+    const int nb = (C + lo->blk - 1) / lo->blk;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int n = 0; n < N; n++)
+        for (int cb = 0; cb < nb; cb++)
+            for (int h = 0; h < H; h++)
+                for (int w = 0; w < W; w++) {
+                    size_t base = (size_t)(n * lo->sn + cb * lo->sc + h * lo->sh + w * lo->sw);
+                    for (int ci = 0; ci < lo->blk; ci++) {
+                        int c = cb * lo->blk + ci;
+                        if (c >= C)
+                            break;
+                        uint64_t i = (((uint64_t)n * C + c) * H + h) * W + w;
+                        out[base + ci] = ms_dropout_keep(key, i, (float)rate)
+                                             ? in[base + ci] * scale
+                                             : 0.0f;
+                    }
+                }
+}
+
+/* dout where out > 0, else 0 (the ReLU mask from the forward output); din may be dout. */
+static void relu_mask(float *din, const float *dout, const float *out, size_t n)
+{
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++)
+        din[i] = out[i] > 0.0f ? dout[i] : 0.0f;
+}
+
+static void relu_fwd(float *out, const float *in, size_t n)
+{
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++)
+        out[i] = in[i] > 0.0f ? in[i] : 0.0f;
+}
+
+static void clamp_neg(float *p, size_t n)
+{
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++)
+        p[i] = p[i] > 0.0f ? p[i] : 0.0f;
+}
+
+static void add_into(float *dst, const float *src, size_t n)
+{
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++)
+        dst[i] += src[i];
+}
+
+/* ---- oneDNN plumbing ------------------------------------------------------------------ */
+
+/* A memory object recorded in list (of capacity cap) so that destroy frees it once. */
+static ms_status_t mem_new_in(cpu_ctx_t *c, dnnl_memory_t *list, int *count, int cap,
+                              dnnl_memory_t *m, const dnnl_memory_desc_t *md, void *handle,
+                              const char *layer)
+{
+    ms_status_t st = MS_OK;
+    if (*count >= cap)
+        return MS_ERR(MS_EINTERNAL, "layer %s: too many oneDNN memory objects", layer);
+    DN(layer, dnnl_memory_create(m, md, c->eng, handle ? handle : DNNL_MEMORY_NONE));
+    list[(*count)++] = *m;
+done:
+    return st;
+}
+
+#define mem_new(c, cl, m, md, handle, layer)                                              \
+    mem_new_in((c), (cl)->mems, &(cl)->nmems, (int)(sizeof(cl)->mems / sizeof(cl)->mems[0]), \
+               (m), (md), (handle), (layer))
+
+static ms_status_t set_handle(dnnl_memory_t m, const void *p, const char *layer)
+{
+    ms_status_t st = MS_OK;
+    DN(layer, dnnl_memory_set_data_handle(m, (void *)p));
+done:
+    return st;
+}
+
+/* A buffer owned by layer cl, zero-filled. */
+static ms_status_t own_buf(cpu_layer_t *cl, void **p, size_t bytes, const char *layer)
+{
+    if (cl->nown >= (int)(sizeof cl->own / sizeof cl->own[0]))
+        return MS_ERR(MS_EINTERNAL, "layer %s: too many private buffers", layer);
+    if (!(*p = xalloc(bytes)))
+        return MS_ERR(MS_ENOMEM, "out of memory (%zu bytes) for layer %s", bytes, layer);
+    cl->own[cl->nown++] = *p;
+    return MS_OK;
+}
+
+static ms_status_t attr_new(dnnl_primitive_attr_t *a, int relu, const char *layer)
+{
+    ms_status_t st = MS_OK;
+    dnnl_post_ops_t po = NULL;
+    DN(layer, dnnl_primitive_attr_create(a));
+    DN(layer, dnnl_primitive_attr_set_scratchpad_mode(*a, dnnl_scratchpad_mode_user));
+    if (relu) {
+        DN(layer, dnnl_post_ops_create(&po));
+        DN(layer, dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f));
+        DN(layer, dnnl_primitive_attr_set_post_ops(*a, po));
+    }
+done:
+    if (po)
+        dnnl_post_ops_destroy(po);
+    return st;
+}
+
+static const dnnl_memory_desc_t *pd_md(const prim_t *pr, dnnl_query_t q)
+{
+    return dnnl_primitive_desc_query_md(pr->pd, q, 0);
+}
+
+/* Creates the primitive of pd and records its scratchpad size into the plan's maximum. */
+static ms_status_t prim_make(cpu_plan_t *cp, prim_t *pr, const char *layer)
+{
+    ms_status_t st = MS_OK;
+    DN(layer, dnnl_primitive_create(&pr->p, pr->pd));
+    const dnnl_memory_desc_t *smd = pd_md(pr, dnnl_query_scratchpad_md);
+    size_t b = smd ? md_bytes(smd) : 0;
+    if (b > cp->scratch_bytes)
+        cp->scratch_bytes = b;
+done:
+    return st;
+}
+
+static ms_status_t prim_scratch(cpu_ctx_t *c, cpu_plan_t *cp, prim_t *pr, const char *layer)
+{
+    if (!pr->pd)
+        return MS_OK;
+    const dnnl_memory_desc_t *smd = pd_md(pr, dnnl_query_scratchpad_md);
+    ms_status_t st = MS_OK;
+    DN(layer, dnnl_memory_create(&pr->scratch, smd, c->eng, cp->scratch));
+done:
+    return st;
+}
+
+static void prim_free(prim_t *pr)
+{
+    if (pr->p)
+        dnnl_primitive_destroy(pr->p);
+    if (pr->pd)
+        dnnl_primitive_desc_destroy(pr->pd);
+    if (pr->scratch)
+        dnnl_memory_destroy(pr->scratch);
+}
+
+/* Reorder src -> dst memory objects (owned by the caller). */
+static ms_status_t reorder_make(cpu_ctx_t *c, cpu_plan_t *cp, reorder_t *r, dnnl_memory_t src,
+                                dnnl_memory_t dst, const char *layer)
+{
+    ms_status_t st = MS_OK;
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_primitive_attr_t a = NULL;
+    const dnnl_memory_desc_t *smd, *dmd;
+    DN(layer, dnnl_memory_get_memory_desc(src, &smd));
+    DN(layer, dnnl_memory_get_memory_desc(dst, &dmd));
+    MS_TRY(attr_new(&a, 0, layer));
+    DN(layer, dnnl_reorder_primitive_desc_create(&pd, smd, c->eng, dmd, c->eng, a));
+    DN(layer, dnnl_primitive_create(&r->p, pd));
+    r->src = src;
+    r->dst = dst;
+    const dnnl_memory_desc_t *scr = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    if (scr && md_bytes(scr) > cp->scratch_bytes)
+        cp->scratch_bytes = md_bytes(scr);
+    /* the scratchpad memory is bound once the plan's buffer exists */
+    if (scr && md_bytes(scr))
+        DN(layer, dnnl_memory_create(&r->scratch, scr, c->eng, DNNL_MEMORY_NONE));
+done:
+    if (pd)
+        dnnl_primitive_desc_destroy(pd);
+    if (a)
+        dnnl_primitive_attr_destroy(a);
+    return st;
+}
+
+static ms_status_t reorder_run(cpu_ctx_t *c, reorder_t *r, const char *layer)
+{
+    ms_status_t st = MS_OK;
+    if (!r->p)
+        return MS_OK;
+    dnnl_exec_arg_t args[3] = {{DNNL_ARG_FROM, r->src}, {DNNL_ARG_TO, r->dst},
+                               {DNNL_ARG_SCRATCHPAD, r->scratch}};
+    DN(layer, dnnl_primitive_execute(r->p, c->stream, r->scratch ? 3 : 2, args));
+done:
+    return st;
+}
+
+static void reorder_free(reorder_t *r)
+{
+    if (r->p)
+        dnnl_primitive_destroy(r->p);
+    if (r->scratch)
+        dnnl_memory_destroy(r->scratch);
+}
+
+/* ---- plan ------------------------------------------------------------------------------ */
+
+static void md_plain4(dnnl_memory_desc_t *md, int n, int c, int h, int w)
+{
+    dnnl_dims_t d = {n, c, h, w};
+    dnnl_memory_desc_init_by_tag(md, 4, d, dnnl_f32, dnnl_nchw);
+}
+
+static void cpu_plan_destroy(ms_backend_t *be, ms_plan_t *pl)
+{
+    cpu_plan_t *cp = pl->be;
+    if (!cp)
+        return;
+    for (int l = 0; cp->L && l < pl->spec->nlayers; l++) {
+        cpu_layer_t *cl = &cp->L[l];
+        prim_free(&cl->fwd);
+        prim_free(&cl->bwd_data);
+        prim_free(&cl->bwd_w);
+        reorder_t *rs[] = {&cl->r_src, &cl->r_src_w, &cl->r_wf,    &cl->r_wb,
+                           &cl->r_ddst_d, &cl->r_ddst_w, &cl->r_dsrc, &cl->r_dw};
+        for (size_t i = 0; i < sizeof rs / sizeof rs[0]; i++)
+            reorder_free(rs[i]);
+        for (int i = 0; i < cl->nmems; i++)
+            dnnl_memory_destroy(cl->mems[i]);
+        if (!cl->alias) {
+            free(cl->out);
+            free(cl->dout);
+        }
+        for (int i = 0; i < cl->nown; i++)
+            free(cl->own[i]);
+    }
+    reorder_free(&cp->r_z);
+    reorder_free(&cp->r_dz);
+    if (cp->own_z) {
+        free(cp->z);
+        free(cp->dz);
+    }
+    for (int i = 0; i < cp->nmems; i++)
+        dnnl_memory_destroy(cp->mems[i]);
+    free(cp->L);
+    free(cp->x);
+    free(cp->dx);
+    free(cp->scratch);
+    free(cp->logP);
+    free(cp->log1mP);
+    free(cp->glogP);
+    free(cp->glog1mP);
+    free(cp->prob);
+    free(cp);
+    pl->be = NULL;
+}
+
+/* Builds a convolution layer: forward (bias+ReLU fused), backward data and weights, their
+ * layouts and the reorders between the flat PyTorch-layout parameters and those layouts. */
+static ms_status_t plan_conv(cpu_ctx_t *c, cpu_plan_t *cp, ms_plan_t *pl, int l,
+                             const dnnl_memory_desc_t *in_md, dnnl_memory_t m_in,
+                             dnnl_memory_t m_din)
+{
+    ms_status_t st = MS_OK;
+    const ms_layer_t *L = &pl->layers[l];
+    const ms_layer_spec_t *s = L->spec;
+    const char *nm = s->name;
+    cpu_layer_t *cl = &cp->L[l];
+    dnnl_primitive_attr_t a_fwd = NULL, a_bwd = NULL;
+    dnnl_memory_desc_t src_any, w_any, b_md, dst_any, w_user;
+    dnnl_dims_t ds = {pl->n, L->c, L->h, L->w}, dw = {L->oc, L->c, s->size, s->size},
+                db = {L->oc}, dd = {pl->n, L->oc, L->oh, L->ow};
+    dnnl_dims_t strides = {s->stride, s->stride}, pad = {s->pad, s->pad};
+    DN(nm, dnnl_memory_desc_init_by_tag(&src_any, 4, ds, dnnl_f32, dnnl_format_tag_any));
+    DN(nm, dnnl_memory_desc_init_by_tag(&w_any, 4, dw, dnnl_f32, dnnl_format_tag_any));
+    DN(nm, dnnl_memory_desc_init_by_tag(&w_user, 4, dw, dnnl_f32, dnnl_oihw));
+    DN(nm, dnnl_memory_desc_init_by_tag(&b_md, 1, db, dnnl_f32, dnnl_x));
+    DN(nm, dnnl_memory_desc_init_by_tag(&dst_any, 4, dd, dnnl_f32, dnnl_format_tag_any));
+    MS_TRY(attr_new(&a_fwd, s->relu, nm));
+    MS_TRY(attr_new(&a_bwd, 0, nm));
+
+    /* forward_training: the backward primitives take it as their hint */
+    dnnl_convolution_desc_t fd, bdd, bwd;
+    DN(nm, dnnl_convolution_forward_desc_init(&fd, dnnl_forward_training,
+                                              dnnl_convolution_direct, &src_any, &w_any, &b_md,
+                                              &dst_any, strides, pad, pad));
+    DN(nm, dnnl_primitive_desc_create(&cl->fwd.pd, &fd, a_fwd, c->eng, NULL));
+    MS_TRY(prim_make(cp, &cl->fwd, nm));
+    DN(nm, dnnl_convolution_backward_data_desc_init(&bdd, dnnl_convolution_direct, &src_any,
+                                                    &w_any, &dst_any, strides, pad, pad));
+    DN(nm, dnnl_primitive_desc_create(&cl->bwd_data.pd, &bdd, a_bwd, c->eng, cl->fwd.pd));
+    MS_TRY(prim_make(cp, &cl->bwd_data, nm));
+    DN(nm, dnnl_convolution_backward_weights_desc_init(&bwd, dnnl_convolution_direct, &src_any,
+                                                       &w_any, &b_md, &dst_any, strides, pad,
+                                                       pad));
+    DN(nm, dnnl_primitive_desc_create(&cl->bwd_w.pd, &bwd, a_bwd, c->eng, cl->fwd.pd));
+    MS_TRY(prim_make(cp, &cl->bwd_w, nm));
+
+    /* the output in the forward's layout */
+    cl->md = *pd_md(&cl->fwd, dnnl_query_dst_md);
+    size_t ob = md_bytes(&cl->md);
+    if (!(cl->out = xalloc(ob)) || !(cl->dout = xalloc(ob)))
+        MS_FAIL(MS_ENOMEM, "out of memory (%zu bytes) for layer %s", ob, nm);
+    MS_TRY(mem_new(c, cl, &cl->m_out, &cl->md, cl->out, nm));
+    MS_TRY(mem_new(c, cl, &cl->m_dout, &cl->md, cl->dout, nm));
+
+    /* input: the previous layer's layout, or a private copy in the one the forward wants */
+    const dnnl_memory_desc_t *src_md = pd_md(&cl->fwd, dnnl_query_src_md);
+    if (dnnl_memory_desc_equal(src_md, in_md)) {
+        cl->m_src = m_in;
+    } else {
+        void *b;
+        MS_TRY(own_buf(cl, &b, md_bytes(src_md), nm));
+        MS_TRY(mem_new(c, cl, &cl->m_src, src_md, b, nm));
+        MS_TRY(reorder_make(c, cp, &cl->r_src, m_in, cl->m_src, nm));
+    }
+    /* the weight gradient may want the input in yet another layout (small channel counts) */
+    const dnnl_memory_desc_t *srcw_md = pd_md(&cl->bwd_w, dnnl_query_src_md);
+    if (dnnl_memory_desc_equal(srcw_md, src_md)) {
+        cl->m_src_w = cl->m_src;
+    } else {
+        void *b;
+        MS_TRY(own_buf(cl, &b, md_bytes(srcw_md), nm));
+        MS_TRY(mem_new(c, cl, &cl->m_src_w, srcw_md, b, nm));
+        MS_TRY(reorder_make(c, cp, &cl->r_src_w, m_in, cl->m_src_w, nm));
+    }
+
+    /* weights: user (O,I,k,k) -> forward layout, -> backward-data layout */
+    void *b;
+    MS_TRY(mem_new(c, cl, &cl->m_wuser, &w_user, NULL, nm));
+    MS_TRY(mem_new(c, cl, &cl->m_buser, &b_md, NULL, nm));
+    const dnnl_memory_desc_t *wf_md = pd_md(&cl->fwd, dnnl_query_weights_md);
+    MS_TRY(own_buf(cl, &b, md_bytes(wf_md), nm));
+    MS_TRY(mem_new(c, cl, &cl->m_wf, wf_md, b, nm));
+    MS_TRY(reorder_make(c, cp, &cl->r_wf, cl->m_wuser, cl->m_wf, nm));
+    const dnnl_memory_desc_t *wb_md = pd_md(&cl->bwd_data, dnnl_query_weights_md);
+    if (dnnl_memory_desc_equal(wb_md, wf_md)) {
+        cl->m_wb = cl->m_wf;
+    } else {
+        MS_TRY(own_buf(cl, &b, md_bytes(wb_md), nm));
+        MS_TRY(mem_new(c, cl, &cl->m_wb, wb_md, b, nm));
+        MS_TRY(reorder_make(c, cp, &cl->r_wb, cl->m_wuser, cl->m_wb, nm));
+    }
+
+    /* output gradient in the layouts the two backward primitives want */
+    const dnnl_memory_desc_t *dd_md = pd_md(&cl->bwd_data, dnnl_query_diff_dst_md);
+    if (dnnl_memory_desc_equal(dd_md, &cl->md)) {
+        cl->m_ddst_d = cl->m_dout;
+    } else {
+        MS_TRY(own_buf(cl, &b, md_bytes(dd_md), nm));
+        MS_TRY(mem_new(c, cl, &cl->m_ddst_d, dd_md, b, nm));
+        MS_TRY(reorder_make(c, cp, &cl->r_ddst_d, cl->m_dout, cl->m_ddst_d, nm));
+    }
+    const dnnl_memory_desc_t *dw_dd_md = pd_md(&cl->bwd_w, dnnl_query_diff_dst_md);
+    if (dnnl_memory_desc_equal(dw_dd_md, &cl->md)) {
+        cl->m_ddst_w = cl->m_dout;
+    } else {
+        MS_TRY(own_buf(cl, &b, md_bytes(dw_dd_md), nm));
+        MS_TRY(mem_new(c, cl, &cl->m_ddst_w, dw_dd_md, b, nm));
+        MS_TRY(reorder_make(c, cp, &cl->r_ddst_w, cl->m_dout, cl->m_ddst_w, nm));
+    }
+
+    /* input gradient: straight into the previous layer's gradient when layouts agree */
+    const dnnl_memory_desc_t *ds_md = pd_md(&cl->bwd_data, dnnl_query_diff_src_md);
+    if (dnnl_memory_desc_equal(ds_md, in_md)) {
+        cl->m_dsrc = m_din;
+    } else {
+        MS_TRY(own_buf(cl, &b, md_bytes(ds_md), nm));
+        MS_TRY(mem_new(c, cl, &cl->m_dsrc, ds_md, b, nm));
+        MS_TRY(reorder_make(c, cp, &cl->r_dsrc, cl->m_dsrc, m_din, nm));
+    }
+
+    /* weight and bias gradients, then reordered to (O,I,k,k) and added into grads */
+    const dnnl_memory_desc_t *gw_md = pd_md(&cl->bwd_w, dnnl_query_diff_weights_md);
+    MS_TRY(own_buf(cl, &b, md_bytes(gw_md), nm));
+    MS_TRY(mem_new(c, cl, &cl->m_dw, gw_md, b, nm));
+    MS_TRY(own_buf(cl, (void **)&cl->dwplain, L->nw * sizeof(float), nm));
+    MS_TRY(mem_new(c, cl, &cl->m_dwplain, &w_user, cl->dwplain, nm));
+    MS_TRY(reorder_make(c, cp, &cl->r_dw, cl->m_dw, cl->m_dwplain, nm));
+    MS_TRY(own_buf(cl, (void **)&cl->db, L->nb * sizeof(float), nm));
+    MS_TRY(mem_new(c, cl, &cl->m_db, &b_md, cl->db, nm));
+done:
+    if (a_fwd)
+        dnnl_primitive_attr_destroy(a_fwd);
+    if (a_bwd)
+        dnnl_primitive_attr_destroy(a_bwd);
+    return st;
+}
+
+/* Max or average pooling in the input's layout; ceil rounding by extra right/bottom padding
+ * so the output size is ms_window_out()'s; average excludes the padding as the reference. */
+static ms_status_t plan_pool(cpu_ctx_t *c, cpu_plan_t *cp, ms_plan_t *pl, int l,
+                             const dnnl_memory_desc_t *in_md)
+{
+    ms_status_t st = MS_OK;
+    const ms_layer_t *L = &pl->layers[l];
+    const ms_layer_spec_t *s = L->spec;
+    const char *nm = s->name;
+    cpu_layer_t *cl = &cp->L[l];
+    dnnl_primitive_attr_t a = NULL;
+    int is_max = s->kind == MS_LAYER_MAXPOOL;
+    dnnl_alg_kind_t alg = is_max ? dnnl_pooling_max : dnnl_pooling_avg_exclude_padding;
+    dnnl_memory_desc_t dst_any;
+    dnnl_dims_t dd = {pl->n, L->oc, L->oh, L->ow};
+    dnnl_dims_t strides = {s->stride, s->stride}, kernel = {s->size, s->size}, dil = {0, 0};
+    dnnl_dims_t pad_l = {s->pad, s->pad}, pad_r;
+    int pr_h = (L->oh - 1) * s->stride + s->size - L->h - s->pad;
+    int pr_w = (L->ow - 1) * s->stride + s->size - L->w - s->pad;
+    pad_r[0] = pr_h > 0 ? pr_h : 0;
+    pad_r[1] = pr_w > 0 ? pr_w : 0;
+    DN(nm, dnnl_memory_desc_init_by_tag(&dst_any, 4, dd, dnnl_f32, dnnl_format_tag_any));
+    MS_TRY(attr_new(&a, 0, nm));
+    dnnl_pooling_v2_desc_t fd, bd;
+    DN(nm, dnnl_pooling_v2_forward_desc_init(&fd, dnnl_forward_training, alg, in_md, &dst_any,
+                                             strides, kernel, dil, pad_l, pad_r));
+    DN(nm, dnnl_primitive_desc_create(&cl->fwd.pd, &fd, a, c->eng, NULL));
+    MS_TRY(prim_make(cp, &cl->fwd, nm));
+    cl->md = *pd_md(&cl->fwd, dnnl_query_dst_md);
+    DN(nm, dnnl_pooling_v2_backward_desc_init(&bd, alg, in_md, &cl->md, strides, kernel, dil,
+                                              pad_l, pad_r));
+    DN(nm, dnnl_primitive_desc_create(&cl->bwd_data.pd, &bd, a, c->eng, cl->fwd.pd));
+    MS_TRY(prim_make(cp, &cl->bwd_data, nm));
+    size_t ob = md_bytes(&cl->md);
+    if (!(cl->out = xalloc(ob)) || !(cl->dout = xalloc(ob)))
+        MS_FAIL(MS_ENOMEM, "out of memory (%zu bytes) for layer %s", ob, nm);
+    MS_TRY(mem_new(c, cl, &cl->m_out, &cl->md, cl->out, nm));
+    MS_TRY(mem_new(c, cl, &cl->m_dout, &cl->md, cl->dout, nm));
+    const dnnl_memory_desc_t *ws = pd_md(&cl->fwd, dnnl_query_workspace_md);
+    if (ws && md_bytes(ws)) {
+        void *b;
+        MS_TRY(own_buf(cl, &b, md_bytes(ws), nm));
+        MS_TRY(mem_new(c, cl, &cl->m_ws, ws, b, nm));
+    }
+done:
+    if (a)
+        dnnl_primitive_attr_destroy(a);
+    return st;
+}
+
+static void poison(void *p, size_t bytes)
+{
+    float *f = p;
+    for (size_t i = 0; p && i < bytes / sizeof(float); i++)
+        f[i] = NAN;
+}
+
+/* Tests set MS_CPU_POISON: every buffer of the plan (activations, gradients, private copies,
+ * padded channels, the scratchpad) starts as NaN instead of zero, so an element that no
+ * step writes shows up in the outputs. */
+static void poison_plan(ms_plan_t *pl)
+{
+    cpu_plan_t *cp = pl->be;
+    size_t nk = (size_t)pl->n * pl->spec->classes * sizeof(float);
+    for (int l = 0; l < pl->spec->nlayers; l++) {
+        cpu_layer_t *cl = &cp->L[l];
+        if (!cl->alias) {
+            poison(cl->out, md_bytes(&cl->md));
+            poison(cl->dout, md_bytes(&cl->md));
+        }
+        for (int i = 0; i < cl->nmems; i++) {
+            void *h = NULL;
+            const dnnl_memory_desc_t *md;
+            if (dnnl_memory_get_data_handle(cl->mems[i], &h) == dnnl_success && h &&
+                dnnl_memory_get_memory_desc(cl->mems[i], &md) == dnnl_success)
+                poison(h, md_bytes(md));
+        }
+    }
+    poison(cp->x, md_bytes(&cp->in_md));
+    poison(cp->dx, md_bytes(&cp->in_md));
+    if (cp->own_z) {
+        size_t zb = out_count(pl, pl->spec->mil - 1) * sizeof(float);
+        poison(cp->z, zb);
+        poison(cp->dz, zb);
+    }
+    poison(cp->logP, nk);
+    poison(cp->log1mP, nk);
+    poison(cp->glogP, nk);
+    poison(cp->glog1mP, nk);
+    poison(cp->prob, nk);
+    poison(cp->scratch, cp->scratch_bytes);
+}
+
+static ms_status_t cpu_plan_create(ms_backend_t *be, ms_plan_t *pl)
+{
+    ms_status_t st = MS_OK;
+    cpu_ctx_t *c = be->ctx;
+    const ms_spec_t *sp = pl->spec;
+    int nl = sp->nlayers, mil = sp->mil;
+    if (pl->dtype != MS_F32)
+        return MS_ERR(MS_EARG, "the oneDNN backend runs in float only (use --backend ref for "
+                               "double)");
+    cpu_plan_t *cp = calloc(1, sizeof *cp);
+    if (!cp)
+        return MS_ERR(MS_ENOMEM, "out of memory planning the network");
+    pl->be = cp;
+    MS_ALLOC(cp->L, nl, "layer table");
+    md_plain4(&cp->in_md, pl->n, sp->channels, pl->h, pl->w);
+    size_t xb = md_bytes(&cp->in_md);
+    if (!(cp->x = xalloc(xb)) || !(cp->dx = xalloc(xb)))
+        MS_FAIL(MS_ENOMEM, "out of memory for the input of %dx%dx%dx%d", pl->n, sp->channels,
+                pl->h, pl->w);
+    MS_TRY(mem_new(c, cp, &cp->m_x, &cp->in_md, cp->x, "input"));
+    MS_TRY(mem_new(c, cp, &cp->m_dx, &cp->in_md, cp->dx, "input"));
+
+    for (int l = 0; l < nl; l++) {
+        const ms_layer_t *L = &pl->layers[l];
+        const char *nm = L->spec->name;
+        cpu_layer_t *cl = &cp->L[l];
+        const dnnl_memory_desc_t *in_md = l ? &cp->L[l - 1].md : &cp->in_md;
+        dnnl_memory_t m_in = l ? cp->L[l - 1].m_out : cp->m_x;
+        dnnl_memory_t m_din = l ? cp->L[l - 1].m_dout : cp->m_dx;
+        switch (L->spec->kind) {
+        case MS_LAYER_CONV:
+            MS_TRY(plan_conv(c, cp, pl, l, in_md, m_in, m_din));
+            break;
+        case MS_LAYER_MAXPOOL:
+        case MS_LAYER_AVGPOOL:
+            MS_TRY(plan_pool(c, cp, pl, l, in_md));
+            break;
+        case MS_LAYER_DROPOUT:
+            if (l > 0) {
+                /* in place: what follows reads the dropped values, what precedes needs only
+                 * its workspace or a ReLU sign that a positive scale keeps */
+                cl->md = *in_md;
+                cl->alias = 1;
+                cl->out = cp->L[l - 1].out;
+                cl->dout = cp->L[l - 1].dout;
+                MS_TRY(mem_new(c, cl, &cl->m_out, &cl->md, cl->out, nm));
+                MS_TRY(mem_new(c, cl, &cl->m_dout, &cl->md, cl->dout, nm));
+                break;
+            }
+            /* the first layer must not overwrite the input: its own buffers */
+            __attribute__((fallthrough));
+        case MS_LAYER_RELU: {
+            cl->md = *in_md;
+            size_t ob = md_bytes(&cl->md);
+            if (!(cl->out = xalloc(ob)) || !(cl->dout = xalloc(ob)))
+                MS_FAIL(MS_ENOMEM, "out of memory (%zu bytes) for layer %s", ob, nm);
+            MS_TRY(mem_new(c, cl, &cl->m_out, &cl->md, cl->out, nm));
+            MS_TRY(mem_new(c, cl, &cl->m_dout, &cl->md, cl->dout, nm));
+            break;
+        }
+        case MS_LAYER_MIL:
+        case MS_LAYER_FC: {
+            md_plain4(&cl->md, pl->n, L->oc, 1, 1);
+            size_t ob = md_bytes(&cl->md);
+            if (!(cl->out = xalloc(ob)) || !(cl->dout = xalloc(ob)))
+                MS_FAIL(MS_ENOMEM, "out of memory (%zu bytes) for layer %s", ob, nm);
+            MS_TRY(mem_new(c, cl, &cl->m_out, &cl->md, cl->out, nm));
+            MS_TRY(mem_new(c, cl, &cl->m_dout, &cl->md, cl->dout, nm));
+            break;
+        }
+        }
+        if (L->spec->kind != MS_LAYER_MIL && L->spec->kind != MS_LAYER_FC && l > mil)
+            MS_FAIL(MS_ECONFIG, "layer %s: the oneDNN backend expects only the fc head after "
+                                "the MIL layer", nm);
+    }
+
+    /* the instance map as plain (N,K,mh,mw) for the MIL layer, the loss and get_output */
+    if (mil < 1)
+        MS_FAIL(MS_ECONFIG, "the MIL layer must follow a layer that makes the instance map");
+    {
+        cpu_layer_t *zl = &cp->L[mil - 1];
+        dnnl_memory_desc_t zmd;
+        md_plain4(&zmd, pl->n, pl->layers[mil - 1].oc, pl->mh, pl->mw);
+        if (dnnl_memory_desc_equal(&zmd, &zl->md)) {
+            cp->z = zl->out;
+            cp->dz = zl->dout;
+        } else {
+            cp->own_z = 1;
+            if (!(cp->z = xalloc(md_bytes(&zmd))) || !(cp->dz = xalloc(md_bytes(&zmd))))
+                MS_FAIL(MS_ENOMEM, "out of memory for the instance maps");
+            MS_TRY(mem_new(c, cp, &cp->m_z, &zmd, cp->z, "mil"));
+            MS_TRY(mem_new(c, cp, &cp->m_dz, &zmd, cp->dz, "mil"));
+            MS_TRY(reorder_make(c, cp, &cp->r_z, zl->m_out, cp->m_z, "mil"));
+            MS_TRY(reorder_make(c, cp, &cp->r_dz, cp->m_dz, zl->m_dout, "mil"));
+        }
+    }
+    size_t nk = (size_t)pl->n * sp->classes * sizeof(float);
+    if (!(cp->logP = xalloc(nk)) || !(cp->log1mP = xalloc(nk)) || !(cp->glogP = xalloc(nk)) ||
+        !(cp->glog1mP = xalloc(nk)) || !(cp->prob = xalloc(nk)))
+        MS_FAIL(MS_ENOMEM, "out of memory for the MIL outputs");
+
+    /* one scratchpad for every primitive, now that the largest is known */
+    if (!(cp->scratch = xalloc(cp->scratch_bytes)))
+        MS_FAIL(MS_ENOMEM, "out of memory for the oneDNN scratchpad (%zu bytes)",
+                cp->scratch_bytes);
+    for (int l = 0; l < nl; l++) {
+        cpu_layer_t *cl = &cp->L[l];
+        const char *nm = pl->layers[l].spec->name;
+        MS_TRY(prim_scratch(c, cp, &cl->fwd, nm));
+        MS_TRY(prim_scratch(c, cp, &cl->bwd_data, nm));
+        MS_TRY(prim_scratch(c, cp, &cl->bwd_w, nm));
+        reorder_t *rs[] = {&cl->r_src, &cl->r_src_w, &cl->r_wf,    &cl->r_wb,
+                           &cl->r_ddst_d, &cl->r_ddst_w, &cl->r_dsrc, &cl->r_dw};
+        for (size_t i = 0; i < sizeof rs / sizeof rs[0]; i++)
+            if (rs[i]->scratch)
+                MS_TRY(set_handle(rs[i]->scratch, cp->scratch, nm));
+    }
+    if (cp->r_z.scratch)
+        MS_TRY(set_handle(cp->r_z.scratch, cp->scratch, "mil"));
+    if (cp->r_dz.scratch)
+        MS_TRY(set_handle(cp->r_dz.scratch, cp->scratch, "mil"));
+    if (getenv("MS_CPU_POISON"))
+        poison_plan(pl);
+    return MS_OK;
+done:
+    cpu_plan_destroy(be, pl);
+    return st;
+}
+
+/* ---- running --------------------------------------------------------------------------- */
+
+static ms_status_t exec(cpu_ctx_t *c, prim_t *pr, dnnl_exec_arg_t *args, int nargs,
+                        const char *layer)
+{
+    ms_status_t st = MS_OK;
+    args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, pr->scratch};
+    DN(layer, dnnl_primitive_execute(pr->p, c->stream, nargs, args));
+done:
+    return st;
+}
+
+static ms_status_t cpu_set_input(ms_backend_t *be, ms_plan_t *pl, const void *x)
+{
+    cpu_plan_t *cp = pl->be;
+    memcpy(cp->x, x, (size_t)pl->n * pl->spec->channels * pl->h * pl->w * sizeof(float));
+    return MS_OK;
+}
+
+static void mil_params(const ms_layer_spec_t *s, ms_mil_params_t *m)
+{
+    *m = (ms_mil_params_t){.kind = s->pool, .a = s->a, .r = s->r};
+}
+
+static ms_status_t cpu_forward(ms_backend_t *be, ms_plan_t *pl, int l, const void *params,
+                               const ms_pass_t *pass)
+{
+    ms_status_t st = MS_OK;
+    cpu_ctx_t *c = be->ctx;
+    cpu_plan_t *cp = pl->be;
+    cpu_layer_t *cl = &cp->L[l];
+    const ms_layer_t *L = &pl->layers[l];
+    const ms_layer_spec_t *s = L->spec;
+    const char *nm = s->name;
+    const float *P = params;
+    const float *in = l ? cp->L[l - 1].out : cp->x;
+    dnnl_memory_t m_in = l ? cp->L[l - 1].m_out : cp->m_x;
+    switch (s->kind) {
+    case MS_LAYER_CONV: {
+        MS_TRY(set_handle(cl->m_wuser, P + L->w_off, nm));
+        MS_TRY(set_handle(cl->m_buser, P + L->b_off, nm));
+        MS_TRY(reorder_run(c, &cl->r_wf, nm));
+        MS_TRY(reorder_run(c, &cl->r_src, nm));
+        dnnl_exec_arg_t a[5] = {{DNNL_ARG_SRC, cl->m_src}, {DNNL_ARG_WEIGHTS, cl->m_wf},
+                                {DNNL_ARG_BIAS, cl->m_buser}, {DNNL_ARG_DST, cl->m_out}};
+        MS_TRY(exec(c, &cl->fwd, a, 4, nm));
+        break;
+    }
+    case MS_LAYER_MAXPOOL:
+    case MS_LAYER_AVGPOOL: {
+        dnnl_exec_arg_t a[4] = {{DNNL_ARG_SRC, m_in}, {DNNL_ARG_DST, cl->m_out},
+                                {DNNL_ARG_WORKSPACE, cl->m_ws}};
+        MS_TRY(exec(c, &cl->fwd, a, cl->m_ws ? 3 : 2, nm));
+        break;
+    }
+    case MS_LAYER_RELU:
+        relu_fwd(cl->out, in, md_bytes(&cl->md) / sizeof(float));
+        break;
+    case MS_LAYER_DROPOUT:
+        if (pl->train && s->rate > 0) {
+            layout_t lo;
+            MS_TRY(layout_of(&cl->md, &lo, nm));
+            dropout_apply(cl->out, in, &lo, pl->n, L->c, L->h, L->w,
+                          ms_dropout_key(pass ? pass->seed : 0, pass ? pass->step : 0, l),
+                          s->rate);
+        } else if (!cl->alias) {
+            memcpy(cl->out, in, md_bytes(&cl->md));
+        }
+        break;
+    case MS_LAYER_MIL: {
+        ms_mil_params_t m;
+        mil_params(s, &m);
+        MS_TRY(reorder_run(c, &cp->r_z, nm));
+        ms_ref_mil_forward_f32(cl->out, cp->logP, cp->log1mP, cp->z, L->nb ? P + L->b_off : NULL,
+                               &m, pl->n, L->c, L->h * L->w);
+        break;
+    }
+    case MS_LAYER_FC:
+        ms_ref_fc_forward_f32(cl->out, in, P + L->w_off, P + L->b_off, pl->n, L->c, L->oc);
+        break;
+    }
+done:
+    return st;
+}
+
+static ms_status_t cpu_loss(ms_backend_t *be, ms_plan_t *pl, const void *t, double *loss)
+{
+    cpu_plan_t *cp = pl->be;
+    const ms_spec_t *sp = pl->spec;
+    int fc = sp->fc;
+    float *y = fc >= 0 ? cp->L[fc].out : NULL, *gy = fc >= 0 ? cp->L[fc].dout : NULL;
+    ms_head_t head = fc >= 0 ? sp->layers[fc].head : MS_HEAD_SOFTMAX;
+    *loss = ms_ref_loss_f32(cp->glogP, cp->glog1mP, gy, cp->prob, cp->logP, cp->log1mP, y, t,
+                            head, pl->n, sp->classes);
+    /* the MIL output's own gradient comes only from the head */
+    memset(cp->L[sp->mil].dout, 0, out_count(pl, sp->mil) * sizeof(float));
+    return MS_OK;
+}
+
+static ms_status_t cpu_guided_seed(ms_backend_t *be, ms_plan_t *pl, int cls)
+{
+    ms_status_t st = MS_OK;
+    cpu_ctx_t *c = be->ctx;
+    cpu_plan_t *cp = pl->be;
+    int mil = pl->spec->mil, K = pl->spec->classes, J = pl->mh * pl->mw;
+    const float *Pm = cp->L[mil].out;
+    /* dz = P_i * sigmoid(z_ij) for the chosen classes, then into the map's layout */
+    ms_ref_sigmoid_f32(cp->dz, cp->z, out_count(pl, mil - 1));
+    for (int n = 0; n < pl->n; n++)
+        for (int k = 0; k < K; k++) {
+            size_t i = (size_t)n * K + k;
+            float g = (cls < 0 || cls == k) ? Pm[i] : 0.0f;
+            for (int j = 0; j < J; j++)
+                cp->dz[i * J + j] *= g;
+        }
+    MS_TRY(reorder_run(c, &cp->r_dz, "mil"));
+done:
+    return st;
+}
+
+static ms_status_t cpu_backward(ms_backend_t *be, ms_plan_t *pl, int l, const void *params,
+                                void *grads, int flags, const ms_pass_t *pass)
+{
+    ms_status_t st = MS_OK;
+    cpu_ctx_t *c = be->ctx;
+    cpu_plan_t *cp = pl->be;
+    cpu_layer_t *cl = &cp->L[l];
+    const ms_layer_t *L = &pl->layers[l];
+    const ms_layer_spec_t *s = L->spec;
+    const char *nm = s->name;
+    const float *P = params;
+    float *G = grads;
+    const int data = flags & MS_BWD_DATA, wts = (flags & MS_BWD_WEIGHTS) && G;
+    const float *in = l ? cp->L[l - 1].out : cp->x;
+    float *din = l ? cp->L[l - 1].dout : cp->dx;
+    dnnl_memory_t m_din = l ? cp->L[l - 1].m_dout : cp->m_dx;
+    const dnnl_memory_desc_t *in_md = l ? &cp->L[l - 1].md : &cp->in_md;
+    switch (s->kind) {
+    case MS_LAYER_CONV:
+        if (s->relu)
+            relu_mask(cl->dout, cl->dout, cl->out, md_bytes(&cl->md) / sizeof(float));
+        if (data) {
+            /* the forward left the weights in m_wf; the backward-data layout may differ */
+            MS_TRY(set_handle(cl->m_wuser, P + L->w_off, nm));
+            MS_TRY(reorder_run(c, &cl->r_wf, nm));
+            MS_TRY(reorder_run(c, &cl->r_wb, nm));
+            MS_TRY(reorder_run(c, &cl->r_ddst_d, nm));
+            dnnl_exec_arg_t a[4] = {{DNNL_ARG_DIFF_DST, cl->m_ddst_d},
+                                    {DNNL_ARG_WEIGHTS, cl->m_wb},
+                                    {DNNL_ARG_DIFF_SRC, cl->m_dsrc}};
+            MS_TRY(exec(c, &cl->bwd_data, a, 3, nm));
+            MS_TRY(reorder_run(c, &cl->r_dsrc, nm));
+        }
+        if (wts) {
+            MS_TRY(reorder_run(c, &cl->r_src_w, nm));
+            MS_TRY(reorder_run(c, &cl->r_ddst_w, nm));
+            dnnl_exec_arg_t a[5] = {{DNNL_ARG_SRC, cl->m_src_w},
+                                    {DNNL_ARG_DIFF_DST, cl->m_ddst_w},
+                                    {DNNL_ARG_DIFF_WEIGHTS, cl->m_dw},
+                                    {DNNL_ARG_DIFF_BIAS, cl->m_db}};
+            MS_TRY(exec(c, &cl->bwd_w, a, 4, nm));
+            MS_TRY(reorder_run(c, &cl->r_dw, nm));
+            add_into(G + L->w_off, cl->dwplain, L->nw);
+            add_into(G + L->b_off, cl->db, L->nb);
+        }
+        break;
+    case MS_LAYER_MAXPOOL:
+    case MS_LAYER_AVGPOOL:
+        if (data) {
+            dnnl_exec_arg_t a[4] = {{DNNL_ARG_DIFF_DST, cl->m_dout}, {DNNL_ARG_DIFF_SRC, m_din},
+                                    {DNNL_ARG_WORKSPACE, cl->m_ws}};
+            MS_TRY(exec(c, &cl->bwd_data, a, cl->m_ws ? 3 : 2, nm));
+        }
+        break;
+    case MS_LAYER_RELU:
+        if (data)
+            relu_mask(din, cl->dout, cl->out, md_bytes(&cl->md) / sizeof(float));
+        break;
+    case MS_LAYER_DROPOUT:
+        if (data && pl->train && s->rate > 0) {
+            layout_t lo;
+            MS_TRY(layout_of(&cl->md, &lo, nm));
+            dropout_apply(din, cl->dout, &lo, pl->n, L->c, L->h, L->w,
+                          ms_dropout_key(pass ? pass->seed : 0, pass ? pass->step : 0, l),
+                          s->rate);
+        } else if (data && !cl->alias) {
+            memcpy(din, cl->dout, md_bytes(&cl->md));
+        }
+        break;
+    case MS_LAYER_MIL: {
+        ms_mil_params_t m;
+        mil_params(s, &m);
+        if (data) {
+            ms_ref_mil_backward_f32(cp->dz, L->nb && wts ? G + L->b_off : NULL, cl->dout,
+                                    cp->glogP, cp->glog1mP, cp->z,
+                                    L->nb ? P + L->b_off : NULL, &m, pl->n, L->c, L->h * L->w);
+            MS_TRY(reorder_run(c, &cp->r_dz, nm));
+        }
+        break;
+    }
+    case MS_LAYER_FC:
+        ms_ref_fc_backward_f32(data ? din : NULL, wts ? G + L->w_off : NULL,
+                               wts ? G + L->b_off : NULL, cl->dout, in, P + L->w_off, pl->n,
+                               L->c, L->oc);
+        break;
+    }
+    if (data && (flags & MS_BWD_GUIDED))
+        clamp_neg(din, md_bytes(in_md) / sizeof(float));
+done:
+    return st;
+}
+
+static ms_status_t cpu_get_output(ms_backend_t *be, ms_plan_t *pl, ms_output_t which,
+                                  void *host)
+{
+    ms_status_t st = MS_OK;
+    cpu_ctx_t *c = be->ctx;
+    cpu_plan_t *cp = pl->be;
+    int mil = pl->spec->mil;
+    DN("output", dnnl_stream_wait(c->stream));
+    switch (which) {
+    case MS_OUT_MAPS:
+        ms_ref_sigmoid_f32(host, cp->z, out_count(pl, mil - 1));
+        return MS_OK;
+    case MS_OUT_LOGITS:
+        memcpy(host, cp->z, out_count(pl, mil - 1) * sizeof(float));
+        return MS_OK;
+    case MS_OUT_MIL:
+        memcpy(host, cp->L[mil].out, out_count(pl, mil) * sizeof(float));
+        return MS_OK;
+    case MS_OUT_FC:
+        if (pl->spec->fc < 0)
+            return MS_ERR(MS_EARG, "the network has no fc head");
+        memcpy(host, cp->prob, (size_t)pl->n * pl->spec->classes * sizeof(float));
+        return MS_OK;
+    case MS_OUT_INPUT_GRAD:
+        memcpy(host, cp->dx, md_bytes(&cp->in_md));
+        return MS_OK;
+    }
+    return MS_ERR(MS_EARG, "unknown output %d", (int)which);
+done:
+    return st;
+}
+
+/* ---- memory, Adam, the table ----------------------------------------------------------- */
+
+static ms_status_t cpu_alloc(ms_backend_t *be, void **p, size_t bytes)
+{
+    *p = xalloc(bytes);
+    return *p ? MS_OK : MS_ERR(MS_ENOMEM, "out of memory allocating %zu bytes", bytes);
+}
+
+static void cpu_release(ms_backend_t *be, void *p) { free(p); }
+
+static ms_status_t cpu_copy(ms_backend_t *be, void *dst, const void *src, size_t bytes)
+{
+    memcpy(dst, src, bytes);
+    return MS_OK;
+}
+
+static ms_status_t cpu_zero(ms_backend_t *be, void *p, size_t bytes)
+{
+    memset(p, 0, bytes);
+    return MS_OK;
+}
+
+static ms_status_t cpu_sync(ms_backend_t *be)
+{
+    ms_status_t st = MS_OK;
+    cpu_ctx_t *c = be->ctx;
+    DN("sync", dnnl_stream_wait(c->stream));
+done:
+    return st;
+}
+
+static ms_status_t cpu_adam(ms_backend_t *be, void *pv, const void *gv, void *mv, void *vv,
+                            size_t n, const ms_adam_t *hp, long step, ms_dtype_t dt)
+{
+    if (dt != MS_F32)
+        return MS_ERR(MS_EARG, "the oneDNN backend runs in float only");
+    float *p = pv, *m = mv, *v = vv;
+    const float *g = gv;
+    /* the arithmetic of ms_ref_adam_f32 (torch.optim.Adam), element by element */
+    const float b1 = (float)hp->beta1, b2 = (float)hp->beta2;
+    const float bc1 = 1.0f - pow(b1, (float)step), bc2 = 1.0f - pow(b2, (float)step);
+    const float step_size = (float)hp->lr / bc1, sbc2 = sqrt(bc2), eps = (float)hp->eps;
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        m[i] = m[i] * b1 + g[i] * (1.0f - b1);
+        v[i] = v[i] * b2 + g[i] * g[i] * (1.0f - b2);
+        float denom = sqrt(v[i]) / sbc2 + eps;
+        p[i] -= step_size * m[i] / denom;
+    }
+    return MS_OK;
+}
+
+static ms_status_t cpu_clamp(ms_backend_t *be, void *p, size_t n, double lo, double hi,
+                             ms_dtype_t dt)
+{
+    if (dt != MS_F32)
+        return MS_ERR(MS_EARG, "the oneDNN backend runs in float only");
+    ms_ref_clamp_f32(p, n, lo, hi);
+    return MS_OK;
+}
+
+static const char *isa_name(dnnl_cpu_isa_t isa)
+{
+    switch ((int)isa) {
+    case dnnl_cpu_isa_sse41: return "sse41";
+    case dnnl_cpu_isa_avx: return "avx";
+    case dnnl_cpu_isa_avx2: return "avx2";
+    case dnnl_cpu_isa_avx2_vnni: return "avx2_vnni";
+    case dnnl_cpu_isa_avx512_mic: return "avx512_mic";
+    case dnnl_cpu_isa_avx512_mic_4ops: return "avx512_mic_4ops";
+    case dnnl_cpu_isa_avx512_core: return "avx512_core";
+    case dnnl_cpu_isa_avx512_core_vnni: return "avx512_core_vnni";
+    case dnnl_cpu_isa_avx512_core_bf16: return "avx512_core_bf16";
+    case dnnl_cpu_isa_avx512_core_amx: return "avx512_core_amx";
+    default: return "all";
+    }
+}
+
+/* The CPU model from /proc/cpuinfo ("unknown CPU" elsewhere). */
+static void cpu_model(char *buf, size_t n)
+{
+    snprintf(buf, n, "unknown CPU");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f)
+        return;
+    char line[512];
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, "model name", 10)) {
+            char *v = strchr(line, ':');
+            if (v) {
+                v += 1 + strspn(v + 1, " \t");
+                v[strcspn(v, "\n")] = 0;
+                snprintf(buf, n, "%s", v);
+            }
+            break;
+        }
+    fclose(f);
+}
+
+static void cpu_describe(ms_backend_t *be, char *buf, size_t n)
+{
+    cpu_ctx_t *c = be->ctx;
+    char model[256];
+    cpu_model(model, sizeof model);
+    const dnnl_version_t *v = dnnl_version();
+    snprintf(buf, n, "cpu: oneDNN %d.%d.%d, %s, ISA %s, %d threads, float", v->major, v->minor,
+             v->patch, model, isa_name(dnnl_get_effective_cpu_isa()), c->threads);
+}
+
+static void cpu_destroy(ms_backend_t *be)
+{
+    cpu_ctx_t *c = be->ctx;
+    if (c) {
+        if (c->stream)
+            dnnl_stream_destroy(c->stream);
+        if (c->eng)
+            dnnl_engine_destroy(c->eng);
+        free(c);
+    }
+    free(be);
+}
+
+ms_status_t ms_backend_cpu(ms_backend_t **out, int threads)
+{
+    ms_status_t st = MS_OK;
+    *out = NULL;
+    ms_backend_t *be = calloc(1, sizeof *be);
+    cpu_ctx_t *c = calloc(1, sizeof *c);
+    if (!be || !c) {
+        free(be);
+        free(c);
+        return MS_ERR(MS_ENOMEM, "out of memory");
+    }
+    *be = (ms_backend_t){
+        .name = "cpu",
+        .ctx = c,
+        .dtypes = MS_F32,
+        .destroy = cpu_destroy,
+        .describe = cpu_describe,
+        .alloc = cpu_alloc,
+        .release = cpu_release,
+        .upload = cpu_copy,
+        .download = cpu_copy,
+        .zero = cpu_zero,
+        .sync = cpu_sync,
+        .plan_create = cpu_plan_create,
+        .plan_destroy = cpu_plan_destroy,
+        .set_input = cpu_set_input,
+        .forward = cpu_forward,
+        .loss = cpu_loss,
+        .guided_seed = cpu_guided_seed,
+        .backward = cpu_backward,
+        .get_output = cpu_get_output,
+        .adam = cpu_adam,
+        .clamp = cpu_clamp,
+    };
+    /* oneDNN's OpenMP runtime takes the process-wide thread count */
+    if (threads > 0)
+        omp_set_num_threads(threads);
+    c->threads = omp_get_max_threads();
+    DN("engine", dnnl_engine_create(&c->eng, dnnl_cpu, 0));
+    DN("engine", dnnl_stream_create(&c->stream, c->eng, dnnl_stream_default_flags));
+    *out = be;
+    return MS_OK;
+done:
+    cpu_destroy(be);
+    return st;
 }
