@@ -127,7 +127,8 @@ ms_status_t ms_localise_read(ms_config_t *cfg, ms_localise_opts_t *o)
     MS_TRY(ms_config_choice(cfg, "localise", "unary", "binary", unaries, &un));
     MS_TRY(ms_config_real(cfg, "localise", "confidence", o->confidence, 0.5000001, 0.9999999,
                           &o->confidence));
-    MS_TRY(ms_config_real(cfg, "localise", "pairwise", o->pairwise, 0, 100, &o->pairwise));
+    MS_TRY(ms_config_real(cfg, "localise", "pairwise", o->pairwise, 0, MS_LBP_MAX_PAIRWISE,
+                          &o->pairwise));
     MS_TRY(ms_config_int(cfg, "localise", "iterations", o->iterations, 0, 10000, &it));
     MS_TRY(ms_config_choice(cfg, "localise", "inference", "sum", inference, &inf));
     MS_TRY(ms_config_real(cfg, "localise", "damping", o->damping, 0, 0.99, &o->damping));
@@ -152,21 +153,19 @@ float ms_map_threshold(const float *map, size_t n, const ms_localise_opts_t *o)
     return (float)(o->fraction * hi);
 }
 
-/* log(exp(a) + exp(b)) without overflow. */
-static inline float logaddexp(float a, float b)
-{
-    float m = a > b ? a : b;
-    return m + log1pf(expf(-fabsf(a - b)));
-}
-
 /* The message a pixel with cavity log-odds h (its unary plus every incoming message but the
  * recipient's) sends through a Potts edge of strength beta, as a log-odds over the
- * recipient's two states: log sum_xp exp(h [xp=1] + beta [xp=xq]) for xq = 1 minus xq = 0. */
-static inline float potts_message(float h, float beta, int max_product)
+ * recipient's two states: log sum_xp exp(h [xp=1] + beta [xp=xq]) for xq = 1 minus xq = 0.
+ * Sum-product: dividing through by exp(|h|) gives sign(h) log((B + E) / (1 + B E)) with
+ * B = exp(beta) (computed once) and E = exp(-|h|) <= 1: one exp and one log, no overflow for
+ * any h, and B stays finite as beta <= MS_LBP_MAX_PAIRWISE. Max-product: the same with max
+ * for sum, max(h+beta, 0) - max(h, beta). */
+static inline float potts_message(float h, float beta, float B, int max_product)
 {
     if (max_product)
         return fmaxf(h + beta, 0.0f) - fmaxf(h, beta);
-    return logaddexp(h + beta, 0.0f) - logaddexp(h, beta);
+    float E = expf(-fabsf(h));
+    return copysignf(logf((B + E) / (1.0f + B * E)), h);
 }
 
 ms_status_t ms_lbp_binary(uint8_t *out, const float *unary, int H, int W, double pairwise,
@@ -174,7 +173,8 @@ ms_status_t ms_lbp_binary(uint8_t *out, const float *unary, int H, int W, double
 {
     ms_status_t st = MS_OK;
     float *buf = NULL;
-    if (H < 0 || W < 0 || iterations < 0 || !(damping >= 0 && damping < 1) || pairwise < 0)
+    if (H < 0 || W < 0 || iterations < 0 || !(damping >= 0 && damping < 1) ||
+        !(pairwise >= 0 && pairwise <= MS_LBP_MAX_PAIRWISE))
         MS_FAIL(MS_EARG, "LBP: bad arguments (%dx%d, %d iterations, damping %g, pairwise %g)",
                 W, H, iterations, damping, pairwise);
     size_t hw = (size_t)H * W;
@@ -186,8 +186,11 @@ ms_status_t ms_lbp_binary(uint8_t *out, const float *unary, int H, int W, double
     MS_ALLOC(buf, 8 * hw, "LBP messages");
     float *msg = buf;          /* (4, H, W) */
     float *nxt = buf + 4 * hw; /* (4, H, W) */
-    const float beta = (float)pairwise, d = (float)damping;
+    const float beta = (float)pairwise, d = (float)damping, B = expf(beta);
     for (int it = 0; it < iterations; it++) {
+        /* Each pixel writes only its own outgoing messages from last sweep's: rows are
+         * independent, and the result does not depend on the number of threads. */
+#pragma omp parallel for schedule(static)
         for (int y = 0; y < H; y++) {
             for (int x = 0; x < W; x++) {
                 size_t i = (size_t)y * W + x;
@@ -197,19 +200,19 @@ ms_status_t ms_lbp_binary(uint8_t *out, const float *unary, int H, int W, double
                  * the cavity excludes what the recipient itself sent. */
                 if (y > 0) {
                     size_t j = hw + i - W;
-                    nxt[j] = (1 - d) * potts_message(b - in[0], beta, max_product) + d * msg[j];
+                    nxt[j] = (1 - d) * potts_message(b - in[0], beta, B, max_product) + d * msg[j];
                 }
                 if (y < H - 1) {
                     size_t j = i + W;
-                    nxt[j] = (1 - d) * potts_message(b - in[1], beta, max_product) + d * msg[j];
+                    nxt[j] = (1 - d) * potts_message(b - in[1], beta, B, max_product) + d * msg[j];
                 }
                 if (x > 0) {
                     size_t j = 3 * hw + i - 1;
-                    nxt[j] = (1 - d) * potts_message(b - in[2], beta, max_product) + d * msg[j];
+                    nxt[j] = (1 - d) * potts_message(b - in[2], beta, B, max_product) + d * msg[j];
                 }
                 if (x < W - 1) {
                     size_t j = 2 * hw + i + 1;
-                    nxt[j] = (1 - d) * potts_message(b - in[3], beta, max_product) + d * msg[j];
+                    nxt[j] = (1 - d) * potts_message(b - in[3], beta, B, max_product) + d * msg[j];
                 }
             }
         }

@@ -53,6 +53,10 @@ ms_status_t ms_localise_read(ms_config_t *cfg, ms_localise_opts_t *o);
 /* Threshold of a map by o->threshold (Otsu on the map, or fraction * max). */
 float ms_map_threshold(const float *map, size_t n, const ms_localise_opts_t *o);
 
+/* Largest Potts strength: exp(50) is finite in float, and beyond a few units the MRF
+ * already overrides any evidence. */
+#define MS_LBP_MAX_PAIRWISE 50.0
+
 /* Loopy belief propagation on a 4-connected binary MRF with Potts pairwise potentials:
  * unary (H, W) is each pixel's evidence as a log-odds log p(1)/p(0); out (H, W) gets the
  * arg-max of each pixel's belief (0 on a tie). Messages are log-odds too, updated all at once
