@@ -69,6 +69,7 @@ typedef struct {
                                 (N,K,mh,mw) */
     void *x;                 /* (N,H,W,C) input in the compute dtype */
     void **act;              /* per layer before the MIL layer: (N,oh,ow,oc) compute dtype */
+    uint8_t **arg;           /* per max-pooling layer: (N,oh,ow,oc) where each maximum was */
     void *g[2];              /* gradient ping-pong, each the largest of the above and x;
                                 the gradient of layer l's output lives in g[(l+2)&1], so the
                                 input gradient (l = -1) is in g[1] */
@@ -424,6 +425,9 @@ static size_t layout(const cuda_ctx_t *c, ms_plan_t *pl, cuda_plan_t *p, char *b
     p->x = carve(base, &off, es * in_count(pl, 0));
     for (int l = 0; l < mil; l++) {
         p->act[l] = carve(base, &off, es * out_count(pl, l));
+        if (sp->layers[l].kind == MS_LAYER_MAXPOOL &&
+            sp->layers[l].size <= MS_CUK_POOL_ARG_MAX_K)
+            p->arg[l] = carve(base, &off, out_count(pl, l));
         if (out_count(pl, l) > biggest)
             biggest = out_count(pl, l);
         if (sp->layers[l].kind == MS_LAYER_CONV) {
@@ -474,6 +478,7 @@ static void cuda_plan_destroy(ms_backend_t *be, ms_plan_t *pl)
         }
     free(p->conv);
     free(p->act);
+    free(p->arg);
     free(p);
     pl->be = NULL;
 }
@@ -491,6 +496,7 @@ static ms_status_t cuda_plan_create(ms_backend_t *be, ms_plan_t *pl)
     MS_ALLOC(p, 1, "CUDA plan");
     pl->be = p;
     MS_ALLOC(p->act, sp->nlayers, "activation table");
+    MS_ALLOC(p->arg, sp->nlayers, "argmax table");
     MS_ALLOC(p->conv, sp->nlayers, "convolution table");
     CU(cudaSetDevice(c->device));
 
@@ -604,8 +610,8 @@ static ms_status_t cuda_forward(ms_backend_t *be, ms_plan_t *pl, int l, const vo
     case MS_LAYER_MAXPOOL:
     case MS_LAYER_AVGPOOL: {
         ms_cuk_pool_t ps = pool_shape(pl, L);
-        CU(ms_cuk_pool_fwd(p->act[l], in, &ps, s->kind == MS_LAYER_MAXPOOL, c->bf16,
-                           c->stream));
+        CU(ms_cuk_pool_fwd(p->act[l], p->arg[l], in, &ps, s->kind == MS_LAYER_MAXPOOL,
+                           c->bf16, c->stream));
         break;
     }
     case MS_LAYER_RELU:
@@ -723,8 +729,8 @@ static ms_status_t cuda_backward(ms_backend_t *be, ms_plan_t *pl, int l, const v
     case MS_LAYER_AVGPOOL:
         if (din) {
             ms_cuk_pool_t ps = pool_shape(pl, L);
-            CU(ms_cuk_pool_bwd(din, dout, in, &ps, s->kind == MS_LAYER_MAXPOOL, c->bf16,
-                               c->stream));
+            CU(ms_cuk_pool_bwd(din, dout, in, p->arg[l], &ps, s->kind == MS_LAYER_MAXPOOL,
+                               c->bf16, c->stream));
         }
         break;
     case MS_LAYER_RELU:

@@ -262,8 +262,11 @@ inline int bias_blocks(size_t rows)
 
 // ---- pooling ------------------------------------------------------------------------------
 
+// Max pooling with arg != NULL also records where each maximum was: its offset in the
+// (unclipped) window, dy * k + dx, so that the backward pass need not search again.
 template <typename T>
-__global__ void k_pool_fwd(void *outv, const void *inv, ms_cuk_pool_t p, int is_max)
+__global__ void k_pool_fwd(void *outv, uint8_t *arg, const void *inv, ms_cuk_pool_t p,
+                           int is_max)
 {
     T *out = (T *)outv;
     const T *in = (const T *)inv;
@@ -281,18 +284,26 @@ __global__ void k_pool_fwd(void *outv, const void *inv, ms_cuk_pool_t p, int is_
         int y0 = max(ys, 0), x0 = max(xs, 0);
         int y1 = min(ys + p.k, p.h), x1 = min(xs + p.k, p.w);
         float acc = is_max ? -INFINITY : 0.0f;
+        int best = (y0 - ys) * p.k + (x0 - xs); // the first cell, as the reference's backward
         for (int iy = y0; iy < y1; iy++)
             for (int ix = x0; ix < x1; ix++) {
                 float v = ld(in, ((b * p.h + iy) * p.w + ix) * p.c + c);
-                acc = is_max ? (v > acc ? v : acc) : acc + v;
+                if (!is_max) {
+                    acc += v;
+                } else if (v > acc) {
+                    acc = v;
+                    best = (iy - ys) * p.k + (ix - xs);
+                }
             }
         st(out, i, is_max ? acc : acc / (float)((y1 - y0) * (x1 - x0)));
+        if (arg)
+            arg[i] = (uint8_t)best;
     }
 }
 
 template <typename T>
-__global__ void k_pool_bwd(void *dinv, const void *doutv, const void *inv, ms_cuk_pool_t p,
-                           int is_max)
+__global__ void k_pool_bwd(void *dinv, const void *doutv, const void *inv, const uint8_t *arg,
+                           ms_cuk_pool_t p, int is_max)
 {
     T *din = (T *)dinv;
     const T *dout = (const T *)doutv, *in = (const T *)inv;
@@ -317,8 +328,13 @@ __global__ void k_pool_bwd(void *dinv, const void *doutv, const void *inv, ms_cu
                 int ys = oy * p.stride - p.pad, xs = ox * p.stride - p.pad;
                 int y0 = max(ys, 0), x0 = max(xs, 0);
                 int y1 = min(ys + p.k, p.h), x1 = min(xs + p.k, p.w);
-                float d = ld(dout, ((b * p.oh + oy) * p.ow + ox) * p.c + c);
-                if (is_max) {
+                size_t o = ((b * p.oh + oy) * p.ow + ox) * p.c + c;
+                float d = ld(dout, o);
+                if (is_max && arg) {
+                    int a = arg[o];
+                    if (ys + a / p.k == iy && xs + a % p.k == ix)
+                        g += d;
+                } else if (is_max) {
                     // the first maximum in scan order, as the reference
                     int by = y0, bx = x0;
                     float bv = ld(plane, ((size_t)y0 * p.w + x0) * p.c);
@@ -801,19 +817,19 @@ cudaError_t ms_cuk_bias_finish(float *db, const float *partial, size_t rows, int
     return cudaGetLastError();
 }
 
-cudaError_t ms_cuk_pool_fwd(void *out, const void *in, const ms_cuk_pool_t *p, int is_max,
-                            int bf16, cudaStream_t s)
+cudaError_t ms_cuk_pool_fwd(void *out, uint8_t *arg, const void *in, const ms_cuk_pool_t *p,
+                            int is_max, int bf16, cudaStream_t s)
 {
     size_t n = (size_t)p->n * p->oh * p->ow * p->c;
-    LAUNCH_T(bf16, n, k_pool_fwd, out, in, *p, is_max);
+    LAUNCH_T(bf16, n, k_pool_fwd, out, is_max ? arg : NULL, in, *p, is_max);
     return cudaGetLastError();
 }
 
-cudaError_t ms_cuk_pool_bwd(void *din, const void *dout, const void *in, const ms_cuk_pool_t *p,
-                            int is_max, int bf16, cudaStream_t s)
+cudaError_t ms_cuk_pool_bwd(void *din, const void *dout, const void *in, const uint8_t *arg,
+                            const ms_cuk_pool_t *p, int is_max, int bf16, cudaStream_t s)
 {
     size_t n = (size_t)p->n * p->h * p->w * p->c;
-    LAUNCH_T(bf16, n, k_pool_bwd, din, dout, in, *p, is_max);
+    LAUNCH_T(bf16, n, k_pool_bwd, din, dout, in, is_max ? arg : NULL, *p, is_max);
     return cudaGetLastError();
 }
 

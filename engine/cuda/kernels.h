@@ -55,13 +55,16 @@ typedef struct {
 } ms_cuk_pool_t;
 
 /* out (N,OH,OW,C) <- in (N,H,W,C); max ignores out-of-range cells, avg divides by the
- * in-range count (exclude padding), as the reference */
-cudaError_t ms_cuk_pool_fwd(void *out, const void *in, const ms_cuk_pool_t *p, int is_max,
-                            int bf16, cudaStream_t s);
-/* din (N,H,W,C) overwritten, gathered from every window that holds the cell: deterministic,
- * no atomics; max routes to the first maximum in scan order, recomputed from in */
-cudaError_t ms_cuk_pool_bwd(void *din, const void *dout, const void *in, const ms_cuk_pool_t *p,
+ * in-range count (exclude padding), as the reference. Max pooling with arg != NULL records
+ * each maximum's offset in its window (N,OH,OW,C), one byte: windows up to 15x15. */
+#define MS_CUK_POOL_ARG_MAX_K 15
+cudaError_t ms_cuk_pool_fwd(void *out, uint8_t *arg, const void *in, const ms_cuk_pool_t *p,
                             int is_max, int bf16, cudaStream_t s);
+/* din (N,H,W,C) overwritten, gathered from every window that holds the cell: deterministic,
+ * no atomics; max routes to the first maximum in scan order, from arg when given (the
+ * forward's), else searched again in `in` */
+cudaError_t ms_cuk_pool_bwd(void *din, const void *dout, const void *in, const uint8_t *arg,
+                            const ms_cuk_pool_t *p, int is_max, int bf16, cudaStream_t s);
 
 /* out = max(in, 0) over n; din = out > 0 ? dout : 0 */
 cudaError_t ms_cuk_relu_fwd(void *out, const void *in, size_t n, int bf16, cudaStream_t s);
