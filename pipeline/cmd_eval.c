@@ -348,7 +348,7 @@ int ms_cmd_eval(int argc, char **argv)
 
     size_t known = 0;
     for (size_t i = 0; i < P.N; i++)
-        known += P.multilabel || P.label[i] >= 0;
+        known += P.multilabel ? P.labels[i * K] >= 0 : P.label[i] >= 0;
     printf("milscreen eval: %d file%s, %zu images (%zu labelled), %d classes, %s\n",
            argc - optind, argc - optind == 1 ? "" : "s", P.N, known, K,
            P.multilabel ? "multi-label" : "single-label");

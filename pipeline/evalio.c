@@ -483,6 +483,10 @@ ms_status_t ms_shard_view_open(ms_shard_view_t *v, const char *path)
         v->K = (int)d[1];
         MS_TRY(read_all(f, path, "/meta/labels", H5T_NATIVE_INT, sizeof(int), v->N * d[1],
                         (void **)&v->labels));
+        /* Shards mark an unknown row with 255 (docs/FORMATS.md): anything but 0/1 is unknown. */
+        for (size_t j = 0; j < v->N * d[1]; j++)
+            if (v->labels[j] != 0 && v->labels[j] != 1)
+                v->labels[j] = -1;
     }
     if (exists(f, "/meta/treatment"))
         MS_TRY(read_treatments(f, path, v->N, &v->treatment));

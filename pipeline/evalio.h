@@ -45,7 +45,7 @@ typedef struct {
                               0 when unknown */
     char **image_id;       /* (N) or NULL */
     int *label;            /* (N) single label, -1 unknown; NULL when the shard has none */
-    int *labels;           /* (N, K) multi-hot, -1 unknown; NULL when none */
+    int *labels;           /* (N, K) multi-hot, -1 unknown (255 in the file); NULL when none */
     char **treatment;      /* (N) treatment names ("" unknown; integer datasets as decimal
                               text, negative = unknown); NULL when absent */
     size_t M;              /* cells in /cells; 0 when none */
