@@ -109,7 +109,6 @@ static ms_status_t add_file(pool_t *P, const char *path, const char *shard_dir, 
     float *img = NULL;                           /* (C, H, W) */
     uint8_t *mask = NULL, *truth = NULL, *otsu = NULL; /* (H, W) each */
     memset(&v, 0, sizeof v);
-    v.file = -1;
     MS_TRY(ms_scores_open(&s, path));
     MS_TRY(find_shard(&s, shard_dir, shard, sizeof shard));
     MS_TRY(ms_shard_view_open(&v, shard));
@@ -121,9 +120,8 @@ static ms_status_t add_file(pool_t *P, const char *path, const char *shard_dir, 
                 MS_FAIL(MS_EFORMAT, "%s: image %zu is '%s' but the shard %s has '%s' there",
                         path, i, s.image_id[i], shard, v.image_id[i]);
     int multilabel = v.labels != NULL;
-    if (multilabel && v.K != s.K)
-        MS_FAIL(MS_EFORMAT, "%s has %d classes but its shard %s has %d label columns", path,
-                s.K, shard, v.K);
+    if (v.K != s.K)
+        MS_FAIL(MS_EFORMAT, "%s has %d classes but its shard %s has %d", path, s.K, shard, v.K);
     if (P->N == 0 && P->K == 0) {
         P->K = s.K;
         P->multilabel = multilabel;

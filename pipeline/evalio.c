@@ -1,7 +1,9 @@
-/* Score outputs and the parts of input shards that evaluation and rendering read, through
- * plain HDF5. Strings may be variable- or fixed-length (h5py writes the former, many tools
+/* Score outputs, read through plain HDF5, and the parts of input shards that evaluation and
+ * rendering need, through io/shard.h. Strings may be variable- or fixed-length (h5py writes the former, many tools
  * the latter); numbers are converted by HDF5 to the native type asked for. */
 #include "pipeline/evalio.h"
+
+#include "io/shard.h"
 
 #include <hdf5.h>
 #include <stdlib.h>
@@ -412,105 +414,53 @@ ms_status_t ms_scores_read_mask(const ms_scores_t *s, size_t i, uint8_t *out)
     return st;
 }
 
-/* Treatment names: string datasets as they are, integer ones as decimal text (negative =
- * unknown = ""), so that `eval` can group replicates across shards by name. */
-static ms_status_t read_treatments(hid_t f, const char *file, size_t N, char ***out)
-{
-    ms_status_t st = MS_OK;
-    hid_t d = -1, t = -1;
-    int *ids = NULL;
-    char **s = NULL;
-    MS_H5CK(d = H5Dopen2(f, "/meta/treatment", H5P_DEFAULT), "%s: /meta/treatment", file);
-    MS_H5CK(t = H5Dget_type(d), "%s: /meta/treatment: type", file);
-    if (H5Tget_class(t) == H5T_STRING) {
-        MS_TRY(dataset_strings(f, file, "/meta/treatment", N, out));
-        goto done;
-    }
-    MS_TRY(read_all(f, file, "/meta/treatment", H5T_NATIVE_INT, sizeof(int), N, (void **)&ids));
-    MS_ALLOC(s, N, "treatments");
-    for (size_t i = 0; i < N; i++) {
-        char b[16] = "";
-        if (ids[i] >= 0)
-            snprintf(b, sizeof b, "%d", ids[i]);
-        if (!(s[i] = strdup(b)))
-            MS_FAIL(MS_ENOMEM, "out of memory reading treatments");
-    }
-    *out = s;
-    s = NULL;
-done:
-    free(ids);
-    free_strings(s, N);
-    if (t >= 0)
-        H5Tclose(t);
-    if (d >= 0)
-        H5Dclose(d);
-    return st;
-}
-
 ms_status_t ms_shard_view_open(ms_shard_view_t *v, const char *path)
 {
     ms_status_t st = MS_OK;
-    hid_t f = -1;
-    int rank;
-    hsize_t d[4];
     memset(v, 0, sizeof *v);
-    v->file = -1;
-    MS_TRY(open_file(path, &f));
-    v->file = f;
-    v->path = strdup(path);
-    if (!exists(f, "/images"))
-        MS_FAIL(MS_EFORMAT, "%s: no /images: not a milscreen shard", path);
-    MS_TRY(dims_of(f, path, "/images", &rank, d));
-    if (rank != 4)
-        MS_FAIL(MS_EFORMAT, "%s: /images has rank %d, expected (N, C, H, W)", path, rank);
-    v->N = (size_t)d[0];
-    v->C = (int)d[1];
-    v->H = (int)d[2];
-    v->W = (int)d[3];
-    if (exists(f, "/meta/image_id"))
-        MS_TRY(dataset_strings(f, path, "/meta/image_id", v->N, &v->image_id));
-    if (exists(f, "/meta/label")) {
-        MS_TRY(dims_of(f, path, "/meta/label", &rank, d));
-        if (rank != 1 || d[0] != v->N)
-            MS_FAIL(MS_EFORMAT, "%s: /meta/label is not (%zu)", path, v->N);
-        MS_TRY(read_all(f, path, "/meta/label", H5T_NATIVE_INT, sizeof(int), v->N,
-                        (void **)&v->label));
-    }
-    if (exists(f, "/meta/labels")) {
-        MS_TRY(dims_of(f, path, "/meta/labels", &rank, d));
-        if (rank != 2 || d[0] != v->N)
-            MS_FAIL(MS_EFORMAT, "%s: /meta/labels is not (%zu, K)", path, v->N);
-        v->K = (int)d[1];
-        MS_TRY(read_all(f, path, "/meta/labels", H5T_NATIVE_INT, sizeof(int), v->N * d[1],
-                        (void **)&v->labels));
-        /* Shards mark an unknown row with 255 (docs/FORMATS.md): anything but 0/1 is unknown. */
-        for (size_t j = 0; j < v->N * d[1]; j++)
-            if (v->labels[j] != 0 && v->labels[j] != 1)
-                v->labels[j] = -1;
-    }
-    if (exists(f, "/meta/treatment"))
-        MS_TRY(read_treatments(f, path, v->N, &v->treatment));
-    if (exists(f, "/cells/image_index")) {
-        MS_TRY(dims_of(f, path, "/cells/image_index", &rank, d));
-        v->M = (size_t)d[0];
-        MS_TRY(read_all(f, path, "/cells/image_index", H5T_NATIVE_INT, sizeof(int), v->M,
-                        (void **)&v->cell_image));
-        if (exists(f, "/cells/label")) {
-            MS_TRY(dims_of(f, path, "/cells/label", &rank, d));
-            if (rank != 1 || d[0] != v->M)
-                MS_FAIL(MS_EFORMAT, "%s: /cells/label is not (%zu) like /cells/image_index",
-                        path, v->M);
-            MS_TRY(read_all(f, path, "/cells/label", H5T_NATIVE_INT, sizeof(int), v->M,
-                            (void **)&v->cell_label));
+    MS_TRY(ms_shard_open(&v->shard, path));
+    ms_shard_t *sh = v->shard;
+    if (!(v->path = strdup(path)))
+        MS_FAIL(MS_ENOMEM, "out of memory opening %s", path);
+    v->N = (size_t)ms_shard_count(sh);
+    v->C = ms_shard_channels(sh);
+    v->H = ms_shard_height(sh);
+    v->W = ms_shard_width(sh);
+    v->K = ms_shard_classes(sh);
+    const int K = v->K;
+    MS_ALLOC(v->image_id, v->N, "image ids");
+    MS_ALLOC(v->treatment, v->N, "treatments");
+    if (ms_shard_multi_label(sh))
+        MS_ALLOC(v->labels, v->N * K, "labels");
+    else
+        MS_ALLOC(v->label, v->N, "labels");
+    for (size_t i = 0; i < v->N; i++) {
+        const ms_image_meta_t *m = ms_shard_meta(sh, (int)i);
+        v->image_id[i] = strdup(m->image_id ? m->image_id : "");
+        v->treatment[i] = strdup(m->treatment ? m->treatment : "");
+        if (!v->image_id[i] || !v->treatment[i])
+            MS_FAIL(MS_ENOMEM, "out of memory reading %s", path);
+        if (v->label) {
+            v->label[i] = ms_shard_label(sh, (int)i);
+        } else {
+            int known = ms_shard_labelled(sh, (int)i);
+            const uint8_t *row = ms_shard_labels(sh, (int)i);
+            for (int k = 0; k < K; k++)
+                v->labels[i * K + k] = known ? row[k] : -1;
         }
     }
-    if (exists(f, "/masks")) {
-        MS_TRY(dims_of(f, path, "/masks", &rank, d));
-        if (rank != 3 || d[0] != v->N || d[1] != (hsize_t)v->H || d[2] != (hsize_t)v->W)
-            MS_FAIL(MS_EFORMAT, "%s: /masks is not (%zu, %d, %d) like /images", path, v->N,
-                    v->H, v->W);
-        v->has_masks = 1;
+    if (ms_shard_has_cells(sh)) {
+        ms_cells_t c;
+        MS_TRY(ms_shard_cells(sh, &c));
+        v->M = (size_t)c.n;
+        MS_ALLOC(v->cell_image, v->M, "cells");
+        MS_ALLOC(v->cell_label, v->M, "cells");
+        for (size_t j = 0; j < v->M; j++) {
+            v->cell_image[j] = c.image_index[j];
+            v->cell_label[j] = c.label ? c.label[j] : -1;
+        }
     }
+    v->has_masks = ms_shard_has_masks(sh);
 done:
     if (st)
         ms_shard_view_close(v);
@@ -519,39 +469,45 @@ done:
 
 void ms_shard_view_close(ms_shard_view_t *v)
 {
-    if (v->file >= 0 && v->path)
-        H5Fclose((hid_t)v->file);
+    if (v->shard)
+        ms_shard_close(v->shard);
     free(v->path);
     free_strings(v->image_id, v->N);
+    free_strings(v->treatment, v->N);
     free(v->label);
     free(v->labels);
-    free_strings(v->treatment, v->N);
     free(v->cell_image);
     free(v->cell_label);
     memset(v, 0, sizeof *v);
-    v->file = -1;
 }
 
 ms_status_t ms_shard_view_image(const ms_shard_view_t *v, size_t i, float *out)
 {
+    ms_status_t st = MS_OK;
+    uint16_t *pix = NULL; /* (C, H, W) */
     if (i >= v->N)
-        return MS_ERR(MS_EARG, "%s: image %zu out of range (%zu images)", v->path, i, v->N);
-    hsize_t start[4] = {i, 0, 0, 0}, count[4] = {1, v->C, v->H, v->W};
-    return read_block(v->file, v->path, "/images", 4, start, count, H5T_NATIVE_FLOAT, out);
+        MS_FAIL(MS_EARG, "%s: image %zu out of range (%zu images)", v->path, i, v->N);
+    size_t n = (size_t)v->C * v->H * v->W;
+    MS_ALLOC(pix, n, "image");
+    MS_TRY(ms_shard_read(v->shard, (int)i, pix));
+    for (size_t j = 0; j < n; j++)
+        out[j] = pix[j];
+done:
+    free(pix);
+    return st;
 }
 
 ms_status_t ms_shard_view_mask(const ms_shard_view_t *v, size_t i, uint8_t *out)
 {
     ms_status_t st = MS_OK;
-    int *lab = NULL; /* (H, W): label images may exceed 8 bits */
+    uint16_t *lab = NULL; /* (H, W) cell ids */
     if (!v->has_masks)
-        return MS_ERR(MS_EFORMAT, "%s has no /masks", v->path);
+        MS_FAIL(MS_EFORMAT, "%s has no /masks", v->path);
     if (i >= v->N)
-        return MS_ERR(MS_EARG, "%s: mask %zu out of range (%zu images)", v->path, i, v->N);
+        MS_FAIL(MS_EARG, "%s: mask %zu out of range (%zu images)", v->path, i, v->N);
     size_t hw = (size_t)v->H * v->W;
     MS_ALLOC(lab, hw, "true mask");
-    hsize_t start[3] = {i, 0, 0}, count[3] = {1, v->H, v->W};
-    MS_TRY(read_block(v->file, v->path, "/masks", 3, start, count, H5T_NATIVE_INT, lab));
+    MS_TRY(ms_shard_read_mask(v->shard, (int)i, lab));
     for (size_t j = 0; j < hw; j++)
         out[j] = lab[j] != 0;
 done:

@@ -36,21 +36,21 @@ ms_status_t ms_scores_read_map(const ms_scores_t *s, size_t i, int k, float *out
 /* Mask of image i: out (H, W), 0/1. */
 ms_status_t ms_scores_read_mask(const ms_scores_t *s, size_t i, uint8_t *out);
 
+/* The shard side, read through io/shard.h (which validates the format) into the flat arrays
+ * the metrics take. */
 typedef struct {
     char *path;
-    long long file;        /* hid_t */
+    struct ms_shard *shard;
     size_t N;
     int C, H, W;           /* /images (N, C, H, W) */
-    int K;                 /* classes: from /meta/labels' width or the class_names attribute;
-                              0 when unknown */
-    char **image_id;       /* (N) or NULL */
-    int *label;            /* (N) single label, -1 unknown; NULL when the shard has none */
-    int *labels;           /* (N, K) multi-hot, -1 unknown (255 in the file); NULL when none */
-    char **treatment;      /* (N) treatment names ("" unknown; integer datasets as decimal
-                              text, negative = unknown); NULL when absent */
+    int K;                 /* classes (the shard's class_names) */
+    char **image_id;       /* (N) */
+    int *label;            /* (N) single label, -1 unknown; NULL for multi-label shards */
+    int *labels;           /* (N, K) multi-hot, -1 unknown; NULL for single-label shards */
+    char **treatment;      /* (N) treatment names, "" unknown */
     size_t M;              /* cells in /cells; 0 when none */
     int *cell_image;       /* (M) */
-    int *cell_label;       /* (M) or NULL */
+    int *cell_label;       /* (M): class whose phenotype the cell shows, -1 control-like */
     int has_masks;         /* /masks (N, H, W) present */
 } ms_shard_view_t;
 

@@ -193,7 +193,6 @@ int ms_cmd_render(int argc, char **argv)
     char (*text)[NLINE] = NULL;     /* (MS_RENDER_MAX_LINES) */
     char shard[4096];
     memset(&v, 0, sizeof v);
-    v.file = -1;
     MS_TRY(ms_scores_open(&s, input));
     if ((size_t)index >= s.N)
         MS_FAIL(MS_EARG, "--index %ld: %s has %zu images", index, input, s.N);

@@ -53,9 +53,19 @@ def make_pair(d, name, n, k, rng, multilabel=False, treat_offset=0, with_cells=T
     treatments = np.array([b"T%d" % (treat_offset + i // 3) for i in range(n)])
     shard = os.path.join(d, name + ".h5")
     with h5py.File(shard, "w") as f:
-        f.create_dataset("images", data=images, chunks=(1, c, h, w))
+        # The shard format of docs/FORMATS.md (milscreen-shard version 1).
+        f.attrs["format"] = np.bytes_(b"milscreen-shard")
+        f.attrs["format_version"] = 1
+        f.attrs["channel_names"] = np.array([b"ch%d" % j for j in range(c)])
+        f.attrs["class_names"] = np.array([b"class_%d" % j for j in range(k)])
+        f.attrs["multi_label"] = int(multilabel)
+        f.create_dataset("images", data=images, chunks=(1, c, h, w), compression="gzip",
+                         shuffle=True)
         f.create_dataset("meta/image_id", data=np.array([b"%s_%d" % (name.encode(), i)
                                                          for i in range(n)]))
+        f.create_dataset("meta/plate", data=np.array([name.encode()] * n))
+        f.create_dataset("meta/well", data=np.array([b"B%02d" % (i // 3) for i in range(n)]))
+        f.create_dataset("meta/site", data=(np.arange(n) % 3).astype(np.int32))
         if multilabel:
             multi = (rng.random((n, k)) < 0.4).astype(np.uint8)
             multi[np.arange(n), np.arange(n) % k] = 1
@@ -64,7 +74,7 @@ def make_pair(d, name, n, k, rng, multilabel=False, treat_offset=0, with_cells=T
         else:
             f.create_dataset("meta/label", data=labels.astype(np.int32))
         f.create_dataset("meta/treatment", data=treatments)
-        f.create_dataset("meta/replicate", data=np.arange(n) % 3)
+        f.create_dataset("meta/replicate", data=(np.arange(n) % 3).astype(np.int32))
         # True masks as instance ids (uint16, 0 background), as synthetic shards store them.
         f.create_dataset("masks", data=true.astype(np.uint16) * (np.arange(n) % 5 + 1)[:, None,
                                                                                       None])
