@@ -44,6 +44,95 @@ inline unsigned grid_for(size_t n)
             KERNEL<float><<<grid_for(n), kThreads, 0, s>>>(__VA_ARGS__);                    \
     } while (0)
 
+// Launches KERNEL<T, V> with V channels per thread (one 16-byte access: 8 bf16 or 4 float)
+// when the channel count allows, else KERNEL<T, 1>; n is the element count.
+#define LAUNCH_TV(bf16, C, n, KERNEL, ...)                                                  \
+    do {                                                                                    \
+        if ((bf16) && (C) % 8 == 0)                                                         \
+            KERNEL<bf16_t, 8><<<grid_for((n) / 8), kThreads, 0, s>>>(__VA_ARGS__);          \
+        else if (bf16)                                                                      \
+            KERNEL<bf16_t, 1><<<grid_for(n), kThreads, 0, s>>>(__VA_ARGS__);                \
+        else if ((C) % 4 == 0)                                                              \
+            KERNEL<float, 4><<<grid_for((n) / 4), kThreads, 0, s>>>(__VA_ARGS__);           \
+        else                                                                                \
+            KERNEL<float, 1><<<grid_for(n), kThreads, 0, s>>>(__VA_ARGS__);                 \
+    } while (0)
+
+// V consecutive values of T at p + i (i a multiple of V, so the access is aligned), as floats.
+template <typename T, int V> struct vec;
+template <typename T> struct vec<T, 1> {
+    __device__ static void load(const T *p, size_t i, float *f) { f[0] = ld(p, i); }
+    __device__ static void store(T *p, size_t i, const float *f) { st(p, i, f[0]); }
+};
+template <> struct vec<bf16_t, 8> {
+    __device__ static void load(const bf16_t *p, size_t i, float *f)
+    {
+        uint4 u = *reinterpret_cast<const uint4 *>(p + i);
+        const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&u);
+        for (int k = 0; k < 4; k++) {
+            float2 t = __bfloat1622float2(h[k]);
+            f[2 * k] = t.x;
+            f[2 * k + 1] = t.y;
+        }
+    }
+    __device__ static void store(bf16_t *p, size_t i, const float *f)
+    {
+        uint4 u;
+        __nv_bfloat162 *h = reinterpret_cast<__nv_bfloat162 *>(&u);
+        for (int k = 0; k < 4; k++)
+            h[k] = __floats2bfloat162_rn(f[2 * k], f[2 * k + 1]);
+        *reinterpret_cast<uint4 *>(p + i) = u;
+    }
+};
+template <> struct vec<float, 4> {
+    __device__ static void load(const float *p, size_t i, float *f)
+    {
+        float4 u = *reinterpret_cast<const float4 *>(p + i);
+        f[0] = u.x, f[1] = u.y, f[2] = u.z, f[3] = u.w;
+    }
+    __device__ static void store(float *p, size_t i, const float *f)
+    {
+        *reinterpret_cast<float4 *>(p + i) = make_float4(f[0], f[1], f[2], f[3]);
+    }
+};
+
+// V bytes at p + i (i a multiple of V).
+template <int V> struct bytes;
+template <> struct bytes<1> {
+    __device__ static void load(const uint8_t *p, size_t i, int *a) { a[0] = p[i]; }
+    __device__ static void store(uint8_t *p, size_t i, const int *a) { p[i] = (uint8_t)a[0]; }
+};
+template <> struct bytes<4> {
+    __device__ static void load(const uint8_t *p, size_t i, int *a)
+    {
+        uint32_t u = *reinterpret_cast<const uint32_t *>(p + i);
+        for (int k = 0; k < 4; k++)
+            a[k] = (u >> (8 * k)) & 0xff;
+    }
+    __device__ static void store(uint8_t *p, size_t i, const int *a)
+    {
+        uint32_t u = 0;
+        for (int k = 0; k < 4; k++)
+            u |= (uint32_t)(a[k] & 0xff) << (8 * k);
+        *reinterpret_cast<uint32_t *>(p + i) = u;
+    }
+};
+template <> struct bytes<8> {
+    __device__ static void load(const uint8_t *p, size_t i, int *a)
+    {
+        unsigned long long u = *reinterpret_cast<const unsigned long long *>(p + i);
+        for (int k = 0; k < 8; k++)
+            a[k] = (int)((u >> (8 * k)) & 0xff);
+    }
+    __device__ static void store(uint8_t *p, size_t i, const int *a)
+    {
+        unsigned long long u = 0;
+        for (int k = 0; k < 8; k++)
+            u |= (unsigned long long)(a[k] & 0xff) << (8 * k);
+        *reinterpret_cast<unsigned long long *>(p + i) = u;
+    }
+};
+
 // ---- the reference's scalar functions, in float ------------------------------------------
 
 __device__ __forceinline__ float sigm(float x)
@@ -196,20 +285,27 @@ __global__ void k_pad_channels(void *dstv, const void *srcv, size_t rows, int C,
 
 // ---- convolution epilogues ----------------------------------------------------------------
 
-template <typename T>
+template <typename T, int V>
 __global__ void k_bias_act(void *yv, const float *b, size_t rows, int C, int relu)
 {
     T *y = (T *)yv;
-    size_t n = rows * C;
-    GRID_LOOP(i, n)
+    size_t nv = rows * C / V;
+    GRID_LOOP(iv, nv)
     {
-        float v = ld(y, i) + b[i % C];
-        st(y, i, relu ? fmaxf(v, 0.0f) : v);
+        size_t i = iv * V;
+        int c = (int)(i % C);
+        float f[V];
+        vec<T, V>::load(y, i, f);
+        for (int k = 0; k < V; k++) {
+            f[k] += b[c + k];
+            f[k] = relu ? fmaxf(f[k], 0.0f) : f[k];
+        }
+        vec<T, V>::store(y, i, f);
     }
 }
 
-// Block (32, 8): threadIdx.x walks channels (coalesced along C), threadIdx.y and blockIdx.x
-// walk rows. Column sums of this block's rows go to partial[blockIdx.x][c].
+// Scalar path. Block (32, 8): threadIdx.x walks channels (coalesced along C), threadIdx.y and
+// blockIdx.x walk rows. Column sums of this block's rows go to partial[blockIdx.x][c].
 template <typename T>
 __global__ void k_relu_bias_bwd(void *dyv, const void *yv, float *partial, size_t rows, int C,
                                 int relu)
@@ -243,6 +339,49 @@ __global__ void k_relu_bias_bwd(void *dyv, const void *yv, float *partial, size_
     }
 }
 
+// Vector path, for C / V <= kThreads: thread t handles channels (t % CV) * V .. + V - 1 of the
+// rows t / CV, t / CV + rpi, ... of this block's share (rpi = kThreads / CV rows at a time).
+template <typename T, int V>
+__global__ void k_relu_bias_bwd_v(void *dyv, const void *yv, float *partial, size_t rows, int C,
+                                  int relu)
+{
+    T *dy = (T *)dyv;
+    const T *y = (const T *)yv;
+    __shared__ float sh[kThreads * V];
+    const int CV = C / V, rpi = kThreads / CV, t = threadIdx.x, cv = t % CV, r0 = t / CV;
+    float acc[V];
+    for (int k = 0; k < V; k++)
+        acc[k] = 0;
+    if (r0 < rpi) {
+        for (size_t r = (size_t)blockIdx.x * rpi + r0; r < rows; r += (size_t)gridDim.x * rpi) {
+            size_t i = r * C + (size_t)cv * V;
+            float g[V];
+            vec<T, V>::load(dy, i, g);
+            if (relu) {
+                float o[V];
+                vec<T, V>::load(y, i, o);
+                for (int k = 0; k < V; k++)
+                    g[k] = o[k] > 0.0f ? g[k] : 0.0f;
+                vec<T, V>::store(dy, i, g);
+            }
+            for (int k = 0; k < V; k++)
+                acc[k] += g[k];
+        }
+    }
+    if (!partial)
+        return;
+    for (int k = 0; k < V; k++)
+        sh[t * V + k] = acc[k];
+    __syncthreads();
+    if (t < CV)
+        for (int k = 0; k < V; k++) {
+            float sum = 0;
+            for (int r = 0; r < rpi; r++)
+                sum += sh[(r * CV + t) * V + k];
+            partial[(size_t)blockIdx.x * C + (size_t)t * V + k] = sum;
+        }
+}
+
 __global__ void k_bias_finish(float *db, const float *partial, int nblocks, int C)
 {
     int c = blockIdx.x * blockDim.x + threadIdx.x;
@@ -264,16 +403,16 @@ inline int bias_blocks(size_t rows)
 
 // Max pooling with arg != NULL also records where each maximum was: its offset in the
 // (unclipped) window, dy * k + dx, so that the backward pass need not search again.
-template <typename T>
+template <typename T, int V>
 __global__ void k_pool_fwd(void *outv, uint8_t *arg, const void *inv, ms_cuk_pool_t p,
                            int is_max)
 {
     T *out = (T *)outv;
     const T *in = (const T *)inv;
-    size_t n = (size_t)p.n * p.oh * p.ow * p.c;
-    GRID_LOOP(i, n)
+    size_t nv = (size_t)p.n * p.oh * p.ow * p.c / V;
+    GRID_LOOP(iv, nv)
     {
-        size_t t = i;
+        size_t i = iv * V, t = i;
         int c = (int)(t % p.c);
         t /= p.c;
         int ox = (int)(t % p.ow);
@@ -283,34 +422,44 @@ __global__ void k_pool_fwd(void *outv, uint8_t *arg, const void *inv, ms_cuk_poo
         int ys = oy * p.stride - p.pad, xs = ox * p.stride - p.pad;
         int y0 = max(ys, 0), x0 = max(xs, 0);
         int y1 = min(ys + p.k, p.h), x1 = min(xs + p.k, p.w);
-        float acc = is_max ? -INFINITY : 0.0f;
-        int best = (y0 - ys) * p.k + (x0 - xs); // the first cell, as the reference's backward
+        float acc[V];
+        int best[V];
+        for (int k = 0; k < V; k++) {
+            acc[k] = is_max ? -INFINITY : 0.0f;
+            best[k] = (y0 - ys) * p.k + (x0 - xs); // the first cell, as the reference
+        }
         for (int iy = y0; iy < y1; iy++)
             for (int ix = x0; ix < x1; ix++) {
-                float v = ld(in, ((b * p.h + iy) * p.w + ix) * p.c + c);
-                if (!is_max) {
-                    acc += v;
-                } else if (v > acc) {
-                    acc = v;
-                    best = (iy - ys) * p.k + (ix - xs);
+                float v[V];
+                vec<T, V>::load(in, ((b * p.h + iy) * p.w + ix) * p.c + c, v);
+                for (int k = 0; k < V; k++) {
+                    if (!is_max) {
+                        acc[k] += v[k];
+                    } else if (v[k] > acc[k]) {
+                        acc[k] = v[k];
+                        best[k] = (iy - ys) * p.k + (ix - xs);
+                    }
                 }
             }
-        st(out, i, is_max ? acc : acc / (float)((y1 - y0) * (x1 - x0)));
+        if (!is_max)
+            for (int k = 0; k < V; k++)
+                acc[k] /= (float)((y1 - y0) * (x1 - x0));
+        vec<T, V>::store(out, i, acc);
         if (arg)
-            arg[i] = (uint8_t)best;
+            bytes<V>::store(arg, i, best);
     }
 }
 
-template <typename T>
+template <typename T, int V>
 __global__ void k_pool_bwd(void *dinv, const void *doutv, const void *inv, const uint8_t *arg,
                            ms_cuk_pool_t p, int is_max)
 {
     T *din = (T *)dinv;
     const T *dout = (const T *)doutv, *in = (const T *)inv;
-    size_t n = (size_t)p.n * p.h * p.w * p.c;
-    GRID_LOOP(i, n)
+    size_t nv = (size_t)p.n * p.h * p.w * p.c / V;
+    GRID_LOOP(iv, nv)
     {
-        size_t t = i;
+        size_t i = iv * V, t = i;
         int c = (int)(t % p.c);
         t /= p.c;
         int ix = (int)(t % p.w);
@@ -321,39 +470,48 @@ __global__ void k_pool_bwd(void *dinv, const void *doutv, const void *inv, const
         int oy0, oy1, ox0, ox1;
         ms_pool_windows_of(iy, p.k, p.stride, p.pad, p.oh, &oy0, &oy1);
         ms_pool_windows_of(ix, p.k, p.stride, p.pad, p.ow, &ox0, &ox1);
-        const T *plane = in + b * p.h * p.w * p.c + c;
-        float g = 0;
+        const size_t plane = b * p.h * p.w * p.c + c; // (b, 0, 0, c)
+        float g[V];
+        for (int k = 0; k < V; k++)
+            g[k] = 0;
         for (int oy = oy0; oy <= oy1; oy++)
             for (int ox = ox0; ox <= ox1; ox++) {
                 int ys = oy * p.stride - p.pad, xs = ox * p.stride - p.pad;
                 int y0 = max(ys, 0), x0 = max(xs, 0);
                 int y1 = min(ys + p.k, p.h), x1 = min(xs + p.k, p.w);
                 size_t o = ((b * p.oh + oy) * p.ow + ox) * p.c + c;
-                float d = ld(dout, o);
-                if (is_max && arg) {
-                    int a = arg[o];
-                    if (ys + a / p.k == iy && xs + a % p.k == ix)
-                        g += d;
-                } else if (is_max) {
-                    // the first maximum in scan order, as the reference
-                    int by = y0, bx = x0;
-                    float bv = ld(plane, ((size_t)y0 * p.w + x0) * p.c);
+                float d[V];
+                vec<T, V>::load(dout, o, d);
+                if (!is_max) {
+                    float cnt = (float)((y1 - y0) * (x1 - x0));
+                    for (int k = 0; k < V; k++)
+                        g[k] += d[k] / cnt; // as the reference: divide, then add
+                    continue;
+                }
+                int a[V];
+                if (arg) {
+                    bytes<V>::load(arg, o, a);
+                } else { // the first maximum in scan order, searched again
+                    float bv[V];
+                    vec<T, V>::load(in, plane + ((size_t)y0 * p.w + x0) * p.c, bv);
+                    for (int k = 0; k < V; k++)
+                        a[k] = (y0 - ys) * p.k + (x0 - xs);
                     for (int yy = y0; yy < y1; yy++)
                         for (int xx = x0; xx < x1; xx++) {
-                            float v = ld(plane, ((size_t)yy * p.w + xx) * p.c);
-                            if (v > bv) {
-                                bv = v;
-                                by = yy;
-                                bx = xx;
-                            }
+                            float v[V];
+                            vec<T, V>::load(in, plane + ((size_t)yy * p.w + xx) * p.c, v);
+                            for (int k = 0; k < V; k++)
+                                if (v[k] > bv[k]) {
+                                    bv[k] = v[k];
+                                    a[k] = (yy - ys) * p.k + (xx - xs);
+                                }
                         }
-                    if (by == iy && bx == ix)
-                        g += d;
-                } else {
-                    g += d / (float)((y1 - y0) * (x1 - x0));
                 }
+                for (int k = 0; k < V; k++)
+                    if (ys + a[k] / p.k == iy && xs + a[k] % p.k == ix)
+                        g[k] += d[k];
             }
-        st(din, i, g);
+        vec<T, V>::store(din, i, g);
     }
 }
 
@@ -379,18 +537,23 @@ __global__ void k_relu_bwd(void *dinv, const void *doutv, const void *outv, size
     GRID_LOOP(i, n) st(din, i, ld(out, i) > 0.0f ? ld(dout, i) : 0.0f);
 }
 
-template <typename T>
+template <typename T, int V>
 __global__ void k_dropout(void *outv, const void *inv, int N, int C, int H, int W, uint64_t key,
                           float rate, float scale)
 {
     T *out = (T *)outv;
     const T *in = (const T *)inv;
-    size_t n = (size_t)N * C * H * W;
-    GRID_LOOP(i, n)
+    size_t nv = (size_t)N * C * H * W / V;
+    GRID_LOOP(iv, nv)
     {
+        size_t i = iv * V;
+        float f[V];
+        vec<T, V>::load(in, i, f);
         // the mask is defined on the logical NCHW index
-        uint64_t logical = ms_nhwc_logical(i, C, H, W);
-        st(out, i, ms_dropout_keep(key, logical, rate) ? ld(in, i) * scale : 0.0f);
+        for (int k = 0; k < V; k++)
+            f[k] = ms_dropout_keep(key, ms_nhwc_logical(i + k, C, H, W), rate) ? f[k] * scale
+                                                                               : 0.0f;
+        vec<T, V>::store(out, i, f);
     }
 }
 
@@ -795,13 +958,23 @@ cudaError_t ms_cuk_bias_act(void *y, const float *b, size_t rows, int C, int rel
                             cudaStream_t s)
 {
     size_t n = rows * C;
-    LAUNCH_T(bf16, n, k_bias_act, y, b, rows, C, relu);
+    LAUNCH_TV(bf16, C, n, k_bias_act, y, b, rows, C, relu);
     return cudaGetLastError();
 }
 
 cudaError_t ms_cuk_relu_bias_bwd(void *dy, const void *y, float *partial, size_t rows, int C,
                                  int relu, int bf16, cudaStream_t s)
 {
+    const int vw = bf16 ? 8 : 4;
+    if (C % vw == 0 && C / vw <= kThreads) {
+        if (bf16)
+            k_relu_bias_bwd_v<bf16_t, 8><<<bias_blocks(rows), kThreads, 0, s>>>(dy, y, partial,
+                                                                              rows, C, relu);
+        else
+            k_relu_bias_bwd_v<float, 4><<<bias_blocks(rows), kThreads, 0, s>>>(dy, y, partial,
+                                                                             rows, C, relu);
+        return cudaGetLastError();
+    }
     dim3 grid(bias_blocks(rows), (C + 31) / 32), block(32, 8);
     if (bf16)
         k_relu_bias_bwd<bf16_t><<<grid, block, 0, s>>>(dy, y, partial, rows, C, relu);
@@ -821,7 +994,7 @@ cudaError_t ms_cuk_pool_fwd(void *out, uint8_t *arg, const void *in, const ms_cu
                             int is_max, int bf16, cudaStream_t s)
 {
     size_t n = (size_t)p->n * p->oh * p->ow * p->c;
-    LAUNCH_T(bf16, n, k_pool_fwd, out, is_max ? arg : NULL, in, *p, is_max);
+    LAUNCH_TV(bf16, p->c, n, k_pool_fwd, out, is_max ? arg : NULL, in, *p, is_max);
     return cudaGetLastError();
 }
 
@@ -829,7 +1002,7 @@ cudaError_t ms_cuk_pool_bwd(void *din, const void *dout, const void *in, const u
                             const ms_cuk_pool_t *p, int is_max, int bf16, cudaStream_t s)
 {
     size_t n = (size_t)p->n * p->h * p->w * p->c;
-    LAUNCH_T(bf16, n, k_pool_bwd, din, dout, in, is_max ? arg : NULL, *p, is_max);
+    LAUNCH_TV(bf16, p->c, n, k_pool_bwd, din, dout, in, is_max ? arg : NULL, *p, is_max);
     return cudaGetLastError();
 }
 
@@ -850,7 +1023,7 @@ cudaError_t ms_cuk_dropout(void *out, const void *in, int N, int C, int H, int W
                            float rate, float scale, int bf16, cudaStream_t s)
 {
     size_t n = (size_t)N * C * H * W;
-    LAUNCH_T(bf16, n, k_dropout, out, in, N, C, H, W, key, rate, scale);
+    LAUNCH_TV(bf16, C, n, k_dropout, out, in, N, C, H, W, key, rate, scale);
     return cudaGetLastError();
 }
 
