@@ -22,8 +22,9 @@ static void help(void)
            "  single-label shards (/meta/label): accuracy and mean per-class accuracy of both\n"
            "    heads (fc_prob: the FC output; mil_prob: the MIL-pool output, arg-max);\n"
            "  multi-label shards (/meta/labels): mean average precision (sklearn's AP);\n"
-           "  /meta/treatment: treatment-level accuracy, arg-max of the per-class median over\n"
-           "    a treatment's images (its replicates), against the treatment's majority label;\n"
+           "  /meta/treatment: treatment-level accuracy: each replicate (/meta/replicate) of a\n"
+           "    treatment predicts the mean of its images, the treatment the arg-max of the\n"
+           "    per-class median over its replicates, against its images' majority label;\n"
            "  /cells/prob in the output with /cells/label in the shard: per-cell accuracy,\n"
            "    mean per-class accuracy and mAP (one class against the rest);\n"
            "  /masks in the output: mean IoU against the shard's true /masks when present, of\n"
@@ -46,6 +47,8 @@ typedef struct {
     int *label;            /* (N) single label or -1 */
     int *labels;           /* (N, K) multi-hot or -1 */
     int *treat;            /* (N) treatment id across files, -1 unknown */
+    int *rep;              /* (N) replicate number (the same number in two files is one
+                              replicate: replicates are numbered screen-wide) */
     char **treat_names;    /* (ntreat) */
     size_t ntreat;
     int have_fc, have_treat;
@@ -144,6 +147,7 @@ static ms_status_t add_file(pool_t *P, const char *path, const char *shard_dir, 
     MS_TRY(grow((void **)&P->label, N1, sizeof(int), "labels"));
     MS_TRY(grow((void **)&P->labels, N1 * K, sizeof(int), "labels"));
     MS_TRY(grow((void **)&P->treat, N1, sizeof(int), "treatments"));
+    MS_TRY(grow((void **)&P->rep, N1, sizeof(int), "replicates"));
     memcpy(P->mil + N0 * K, s.mil_prob, s.N * K * sizeof(float));
     if (s.fc_prob)
         memcpy(P->fc + N0 * K, s.fc_prob, s.N * K * sizeof(float));
@@ -156,6 +160,7 @@ static ms_status_t add_file(pool_t *P, const char *path, const char *shard_dir, 
         for (int k = 0; k < K; k++)
             P->labels[(N0 + i) * K + k] = v.labels ? v.labels[i * K + k] : -1;
         P->treat[N0 + i] = -1;
+        P->rep[N0 + i] = v.replicate[i];
         const char *tn = v.treatment ? v.treatment[i] : "";
         if (!tn[0])
             continue;
@@ -337,8 +342,10 @@ int ms_cmd_eval(int argc, char **argv)
     size_t ntreat = 0;
     if (P.have_treat && !P.multilabel) {
         if (P.have_fc)
-            MS_TRY(ms_treatment_accuracy(P.fc, P.treat, P.label, P.N, K, &treat_fc, &ntreat));
-        MS_TRY(ms_treatment_accuracy(P.mil, P.treat, P.label, P.N, K, &treat_mil, &ntreat));
+            MS_TRY(ms_treatment_accuracy(P.fc, P.treat, P.rep, P.label, P.N, K, &treat_fc,
+                                          &ntreat));
+        MS_TRY(ms_treatment_accuracy(P.mil, P.treat, P.rep, P.label, P.N, K, &treat_mil,
+                                      &ntreat));
     }
     double m_true = P.n_true_images ? P.iou_mask_true / P.n_true_images : NAN;
     double o_true = P.n_true_images ? P.iou_otsu_true / P.n_true_images : NAN;
@@ -477,6 +484,7 @@ done:
     free(P.label);
     free(P.labels);
     free(P.treat);
+    free(P.rep);
     for (size_t t = 0; t < P.ntreat; t++)
         free(P.treat_names[t]);
     free(P.treat_names);

@@ -430,6 +430,7 @@ ms_status_t ms_shard_view_open(ms_shard_view_t *v, const char *path)
     const int K = v->K;
     MS_ALLOC(v->image_id, v->N, "image ids");
     MS_ALLOC(v->treatment, v->N, "treatments");
+    MS_ALLOC(v->replicate, v->N, "replicates");
     if (ms_shard_multi_label(sh))
         MS_ALLOC(v->labels, v->N * K, "labels");
     else
@@ -438,6 +439,7 @@ ms_status_t ms_shard_view_open(ms_shard_view_t *v, const char *path)
         const ms_image_meta_t *m = ms_shard_meta(sh, (int)i);
         v->image_id[i] = strdup(m->image_id ? m->image_id : "");
         v->treatment[i] = strdup(m->treatment ? m->treatment : "");
+        v->replicate[i] = m->replicate;
         if (!v->image_id[i] || !v->treatment[i])
             MS_FAIL(MS_ENOMEM, "out of memory reading %s", path);
         if (v->label) {
@@ -474,6 +476,7 @@ void ms_shard_view_close(ms_shard_view_t *v)
     free(v->path);
     free_strings(v->image_id, v->N);
     free_strings(v->treatment, v->N);
+    free(v->replicate);
     free(v->label);
     free(v->labels);
     free(v->cell_image);

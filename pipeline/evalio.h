@@ -48,6 +48,7 @@ typedef struct {
     int *label;            /* (N) single label, -1 unknown; NULL for multi-label shards */
     int *labels;           /* (N, K) multi-hot, -1 unknown; NULL for single-label shards */
     char **treatment;      /* (N) treatment names, "" unknown */
+    int *replicate;        /* (N) replicate numbers */
     size_t M;              /* cells in /cells; 0 when none */
     int *cell_image;       /* (M) */
     int *cell_label;       /* (M): class whose phenotype the cell shows, -1 control-like */

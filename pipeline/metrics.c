@@ -152,6 +152,7 @@ static int cmp_float(const void *a, const void *b)
 
 typedef struct {
     int treatment;
+    long long replicate; /* unique negative keys for images without one */
     size_t index;
 } member_t;
 
@@ -160,37 +161,43 @@ static int by_treatment(const void *a, const void *b)
     const member_t *x = a, *y = b;
     if (x->treatment != y->treatment)
         return (x->treatment > y->treatment) - (x->treatment < y->treatment);
+    if (x->replicate != y->replicate)
+        return (x->replicate > y->replicate) - (x->replicate < y->replicate);
     return (x->index > y->index) - (x->index < y->index);
 }
 
-ms_status_t ms_treatment_accuracy(const float *prob, const int *treatment, const int *label,
-                                  size_t N, int K, double *acc, size_t *n_treatments)
+ms_status_t ms_treatment_accuracy(const float *prob, const int *treatment, const int *replicate,
+                                  const int *label, size_t N, int K, double *acc,
+                                  size_t *n_treatments)
 {
     ms_status_t st = MS_OK;
     member_t *m = NULL;   /* (n) images with a treatment, grouped */
-    float *col = NULL;    /* (n) one class's probabilities within a group */
-    float *med = NULL;    /* (K) the group's median vector */
-    size_t *votes = NULL; /* (K) label counts within a group */
+    float *rep = NULL;    /* (R, K) one treatment's replicate means, R <= n */
+    float *col = NULL;    /* (R) one class's replicate means */
+    float *med = NULL;    /* (K) the treatment's median vector */
+    size_t *votes = NULL; /* (K) label counts within a treatment */
     *acc = NAN;
     if (n_treatments)
         *n_treatments = 0;
     if (K < 1)
         MS_FAIL(MS_EARG, "treatment accuracy: %d classes", K);
     MS_ALLOC(m, N, "treatment groups");
+    MS_ALLOC(rep, N * (size_t)K, "replicate means");
     MS_ALLOC(col, N, "treatment medians");
     MS_ALLOC(med, K, "treatment medians");
     MS_ALLOC(votes, K, "treatment labels");
     size_t n = 0;
     for (size_t i = 0; i < N; i++)
         if (treatment[i] >= 0)
-            m[n++] = (member_t){treatment[i], i};
+            m[n++] = (member_t){treatment[i],
+                                replicate && replicate[i] >= 0 ? replicate[i] : -1 - (long long)i,
+                                i};
     qsort(m, n, sizeof *m, by_treatment);
     size_t scored = 0, right = 0;
     for (size_t g = 0; g < n;) {
         size_t e = g;
         while (e < n && m[e].treatment == m[g].treatment)
             e++;
-        size_t cnt = e - g;
         memset(votes, 0, K * sizeof *votes);
         int known = 0;
         for (size_t j = g; j < e; j++) {
@@ -208,12 +215,27 @@ ms_status_t ms_treatment_accuracy(const float *prob, const int *treatment, const
             for (int k = 1; k < K; k++)
                 if (votes[k] > votes[truth])
                     truth = k;
+            /* Mean over each replicate's images, in double. */
+            size_t R = 0;
+            for (size_t r0 = g; r0 < e;) {
+                size_t r1 = r0;
+                while (r1 < e && m[r1].replicate == m[r0].replicate)
+                    r1++;
+                for (int k = 0; k < K; k++) {
+                    double sum = 0;
+                    for (size_t j = r0; j < r1; j++)
+                        sum += prob[m[j].index * (size_t)K + k];
+                    rep[R * K + k] = (float)(sum / (double)(r1 - r0));
+                }
+                R++;
+                r0 = r1;
+            }
             for (int k = 0; k < K; k++) {
-                for (size_t j = g; j < e; j++)
-                    col[j - g] = prob[m[j].index * (size_t)K + k];
-                qsort(col, cnt, sizeof *col, cmp_float);
-                med[k] = cnt % 2 ? col[cnt / 2]
-                                 : (float)(0.5 * ((double)col[cnt / 2 - 1] + col[cnt / 2]));
+                for (size_t r = 0; r < R; r++)
+                    col[r] = rep[r * K + k];
+                qsort(col, R, sizeof *col, cmp_float);
+                med[k] = R % 2 ? col[R / 2]
+                               : (float)(0.5 * ((double)col[R / 2 - 1] + col[R / 2]));
             }
             int pred;
             ms_argmax_rows(&pred, med, 1, K);
@@ -227,6 +249,7 @@ ms_status_t ms_treatment_accuracy(const float *prob, const int *treatment, const
     *acc = scored ? (double)right / scored : NAN;
 done:
     free(m);
+    free(rep);
     free(col);
     free(med);
     free(votes);

@@ -36,14 +36,17 @@ ms_status_t ms_average_precision(const float *score, const int *truth, size_t n,
 ms_status_t ms_mean_average_precision(const float *prob, const int *truth, size_t N, int K,
                                       double *ap, double *map);
 
-/* Treatment-level accuracy (paper Table 3): images grouped by treatment[i] (>= 0; < 0 is
- * skipped), the per-class median of their probability vectors prob (N, K) (the mean of the
- * two middle values for an even count, as numpy.median), its arg-max compared with the
- * treatment's label: the most frequent known label among its images (smallest on ties);
- * treatments without a known label are skipped. *n_treatments (optional) gets the number
- * scored. NaN if none is. */
-ms_status_t ms_treatment_accuracy(const float *prob, const int *treatment, const int *label,
-                                  size_t N, int K, double *acc, size_t *n_treatments);
+/* Treatment-level accuracy (paper Table 3: "the median prediction across the 3 experimental
+ * replicates"): images grouped by treatment[i] (>= 0; < 0 is skipped); within a treatment,
+ * each replicate's prediction is the mean of its images' probability vectors prob (N, K)
+ * (replicate NULL, or < 0 for an image: each image is its own replicate); the treatment's
+ * prediction is the arg-max of the per-class median over its replicates (the mean of the two
+ * middle values for an even count, as numpy.median), compared with the treatment's label: the
+ * most frequent known label among its images (smallest on ties). Treatments without a known
+ * label are skipped. *n_treatments (optional) gets the number scored; NaN if none is. */
+ms_status_t ms_treatment_accuracy(const float *prob, const int *treatment, const int *replicate,
+                                  const int *label, size_t N, int K, double *acc,
+                                  size_t *n_treatments);
 
 /* Intersection over union of two binary masks (nonzero = inside) of n pixels. Two empty
  * masks agree perfectly: 1. */

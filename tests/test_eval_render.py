@@ -116,7 +116,8 @@ def make_pair(d, name, n, k, rng, multilabel=False, treat_offset=0, with_cells=T
         f.attrs["source"] = shard
         f.attrs["class_names"] = np.array([b"class_%d" % j for j in range(k)])
         f.attrs["config"] = ""
-    return dict(out=out, shard=shard, labels=labels, treat=treatments, mil=mil, fc=fc,
+    return dict(out=out, shard=shard, labels=labels, treat=treatments, rep=np.arange(n) % 3,
+                mil=mil, fc=fc,
                 cell_prob=cell_prob, cell_label=np.where(cells[:, 0] == 0, -1,
                                                          labels[cells[:, 0]]),
                 masks=masks, true=true, multi=multi if multilabel else None)
@@ -127,7 +128,8 @@ def iou(a, b):
     return 1.0 if u == 0 else np.logical_and(a, b).sum() / u
 
 
-def treatment_acc(prob, labels, treat):
+def treatment_acc(prob, labels, treat, rep):
+    """Median over replicates of each replicate's mean prediction."""
     right = n = 0
     for t in np.unique(treat):
         idx = np.flatnonzero(treat == t)
@@ -136,8 +138,9 @@ def treatment_acc(prob, labels, treat):
         if lab.size == 0:
             continue
         want = np.argmax(np.bincount(lab))
+        means = [prob[idx[rep[idx] == r]].astype(np.float64).mean(0) for r in np.unique(rep[idx])]
         n += 1
-        right += int(np.argmax(np.median(prob[idx].astype(np.float64), 0)) == want)
+        right += int(np.argmax(np.median(np.array(means), 0)) == want)
     return right / n, n
 
 
@@ -225,7 +228,8 @@ def main():
         check(close(e[head]["mean_class_accuracy"],
                     balanced_accuracy_score(lab[known], pred[known])),
               f"{head} mean class accuracy equals sklearn's balanced accuracy")
-        want, nt = treatment_acc(p, lab, np.concatenate([A["treat"], B["treat"]]))
+        want, nt = treatment_acc(p, lab, np.concatenate([A["treat"], B["treat"]]),
+                                 np.concatenate([A["rep"], B["rep"]]))
         check(close(e["treatment"][head], want) and e["treatment"]["count"] == nt == 7,
               f"{head} treatment accuracy {e['treatment'][head]} over "
               f"{e['treatment']['count']} (numpy {want} over {nt}; T3 spans both files)")

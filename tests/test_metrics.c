@@ -81,14 +81,24 @@ static void test_hand(void)
     int tid[7] = {10, 10, 10, 20, 20, 30, -1}, tl[7] = {1, 1, -1, 0, 0, -1, 0};
     double tacc;
     size_t nt;
-    CHECK_OK(ms_treatment_accuracy(pr, tid, tl, 7, 2, &tacc, &nt));
+    CHECK_OK(ms_treatment_accuracy(pr, tid, NULL, tl, 7, 2, &tacc, &nt));
     CHECK(tacc == 0.5 && nt == 2, "treatment accuracy %g over %zu treatments (want 0.5, 2)",
           tacc, nt);
     /* The treatment's label is its images' majority: B relabelled {1, 1, 0} -> 1. */
     int tid2[3] = {5, 5, 5}, tl2[3] = {1, 0, 1};
     float pr2[3 * 2] = {0.2f, 0.8f, 0.6f, 0.4f, 0.3f, 0.7f};
-    CHECK_OK(ms_treatment_accuracy(pr2, tid2, tl2, 3, 2, &tacc, &nt));
+    CHECK_OK(ms_treatment_accuracy(pr2, tid2, NULL, tl2, 3, 2, &tacc, &nt));
     CHECK(tacc == 1.0 && nt == 1, "majority label: %g", tacc);
+    /* Replicates: replicate 0 has three images favouring class 0, replicates 1 and 2 one
+     * image each favouring class 1 (the label). Per image the median follows replicate 0's
+     * many images (class-0 median 0.8: wrong); per replicate it is the median of
+     * {0.8, 0.3, 0.4} = 0.4 against {0.2, 0.7, 0.6} = 0.6: right. */
+    float pr3[5 * 2] = {0.8f, 0.2f, 0.8f, 0.2f, 0.8f, 0.2f, 0.3f, 0.7f, 0.4f, 0.6f};
+    int tid3[5] = {1, 1, 1, 1, 1}, rep3[5] = {0, 0, 0, 1, 2}, tl3[5] = {1, 1, 1, 1, 1};
+    CHECK_OK(ms_treatment_accuracy(pr3, tid3, NULL, tl3, 5, 2, &tacc, &nt));
+    CHECK(tacc == 0.0, "median over images follows the replicate with most images (%g)", tacc);
+    CHECK_OK(ms_treatment_accuracy(pr3, tid3, rep3, tl3, 5, 2, &tacc, &nt));
+    CHECK(tacc == 1.0, "median over replicate means gives every replicate one vote (%g)", tacc);
 
     /* IoU. */
     uint8_t a[6] = {1, 1, 0, 0, 1, 0}, b[6] = {1, 0, 0, 1, 255, 0}, z[6] = {0};
@@ -114,12 +124,14 @@ static void test_sklearn(size_t N, int K, int quantise, int ntreat)
 {
     int *pred = malloc(N * sizeof *pred), *label = malloc(N * sizeof *label);
     int *treat = malloc(N * sizeof *treat), *truth = malloc(N * K * sizeof *truth);
+    int *rep = malloc(N * sizeof *rep);
     float *prob = malloc(N * K * sizeof *prob);
     for (size_t i = 0; i < N; i++) {
         label[i] = uniform() < 0.1 ? -1 : (int)(uniform() * K);
         /* Better than chance so that per-class accuracies differ from each other. */
         pred[i] = uniform() < 0.6 && label[i] >= 0 ? label[i] : (int)(uniform() * K);
         treat[i] = uniform() < 0.05 ? -1 : (int)(uniform() * ntreat);
+        rep[i] = uniform() < 0.05 ? -1 : (int)(uniform() * 3);
         for (int k = 0; k < K; k++) {
             int pos = uniform() < 0.3;
             double sc = 0.35 * pos + 0.65 * uniform();
@@ -143,6 +155,9 @@ static void test_sklearn(size_t N, int K, int quantise, int ntreat)
     fprintf(f, "\n");
     for (size_t i = 0; i < N; i++)
         fprintf(f, "%d ", treat[i]);
+    fprintf(f, "\n");
+    for (size_t i = 0; i < N; i++)
+        fprintf(f, "%d ", rep[i]);
     fprintf(f, "\n");
     for (size_t i = 0; i < N; i++) {
         for (int k = 0; k < K; k++)
@@ -190,7 +205,7 @@ static void test_sklearn(size_t N, int K, int quantise, int ntreat)
     size_t nt;
     CHECK_OK(ms_mean_class_accuracy(pred, label, N, K, &bal));
     CHECK_OK(ms_mean_average_precision(prob, truth, N, K, ap, &map));
-    CHECK_OK(ms_treatment_accuracy(prob, treat, label, N, K, &tacc, &nt));
+    CHECK_OK(ms_treatment_accuracy(prob, treat, rep, label, N, K, &tacc, &nt));
     CHECK(check_close(acc, want_acc, 1e-12), "N=%zu K=%d: accuracy %.15g, sklearn %.15g", N, K,
           acc, want_acc);
     CHECK(check_close(bal, want_bal, 1e-12), "N=%zu K=%d: mean class accuracy %.15g, sklearn "
@@ -212,6 +227,7 @@ out:
     free(pred);
     free(label);
     free(treat);
+    free(rep);
     free(truth);
     free(prob);
 }
