@@ -74,7 +74,7 @@ int main(int argc, char **argv)
     bad |= save(dir, "x", x, nx);
     bad |= save(dir, "t", t, (size_t)N * K);
     TRY(ms_net_forward(net, x, &pass));
-    TRY(ms_net_loss(net, t, &loss));
+    /* every output is read before the loss: forward alone must produce them */
     TRY(ms_net_output(net, MS_OUT_LOGITS, buf));
     bad |= save(dir, "z", buf, nm);
     TRY(ms_net_output(net, MS_OUT_MAPS, buf));
@@ -85,6 +85,7 @@ int main(int argc, char **argv)
         TRY(ms_net_output(net, MS_OUT_FC, buf));
         bad |= save(dir, "fc", buf, (size_t)N * K);
     }
+    TRY(ms_net_loss(net, t, &loss));
     TRY(ms_net_backward(net, &pass, 1));
     TRY(ms_net_read(net, ms_net_grads(net), buf));
     bad |= save(dir, "grads", buf, np);

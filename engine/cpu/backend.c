@@ -805,6 +805,7 @@ static ms_status_t cpu_forward(ms_backend_t *be, ms_plan_t *pl, int l, const voi
     }
     case MS_LAYER_FC:
         ms_ref_fc_forward_f32(cl->out, in, P + L->w_off, P + L->b_off, pl->n, L->c, L->oc);
+        ms_ref_head_prob_f32(cp->prob, cl->out, s->head, pl->n, L->oc);
         break;
     }
 done:

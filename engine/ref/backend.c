@@ -187,6 +187,7 @@ static ms_status_t ref_forward(ms_backend_t *be, ms_plan_t *pl, int l, const voi
     }
     case MS_LAYER_FC:
         CALL(f, ms_ref_fc_forward, out, in, w, b, pl->n, L->c, L->oc);
+        CALL(f, ms_ref_head_prob, r->prob, out, s->head, pl->n, L->oc);
         break;
     }
     return MS_OK;

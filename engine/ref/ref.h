@@ -58,6 +58,8 @@ typedef struct {
                                 int ni, int no);                                             \
     void ms_ref_fc_backward##SFX(real *dx, real *dw, real *db, const real *dy,             \
                                  const real *x, const real *w, int N, int ni, int no);       \
+    /* the head's probabilities: softmax or sigmoid of logits y (N,K) */                  \
+    void ms_ref_head_prob##SFX(real *prob, const real *y, ms_head_t head, int N, int K);   \
     /* Eq. 2, mean over the batch: sum_i BCE(P_i, t_i) from logP/log1mP, plus the head's   \
      * cross-entropy on logits y when y != NULL. Writes gradients w.r.t. logP, log1mP, y   \
      * and the head's probabilities prob (N,K). Returns the loss. */                       \
