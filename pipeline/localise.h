@@ -21,7 +21,8 @@
  * so nothing is foreground. */
 float ms_otsu_threshold(const float *x, size_t n);
 
-/* Baseline mask (CellProfiler-style global Otsu) of one image img (C, H, W): channel c in
+/* Baseline mask (global Otsu on linear intensities, the paper's baseline) of one image
+ * img (C, H, W): channel c in
  * [0, C) thresholds that channel; channel -1 thresholds the sum over channels (every
  * channel counts equally, in the image's own intensity units). mask (H, W) gets 0/1. */
 ms_status_t ms_otsu_mask(uint8_t *mask, const float *img, int C, int H, int W, int channel);
@@ -34,7 +35,8 @@ typedef struct {
     ms_mask_mode_t mode;        /* what `score` writes to /masks */
     int otsu_channel;           /* MS_MASK_OTSU: channel, or -1 for the channel sum */
     ms_thresh_mode_t threshold; /* how the Jacobian map is thresholded */
-    double fraction;            /* MS_THRESH_FRACTION: t = fraction * max(map) */
+    double clip;                /* the map is clipped at this quantile first (1: not) */
+    double fraction;            /* MS_THRESH_FRACTION: t = fraction * max(clipped map) */
     ms_unary_mode_t unary;      /* evidence of each pixel for the MRF */
     double confidence;          /* P(the thresholded pixel is right), in (0.5, 1) */
     double pairwise;            /* Potts strength: log-potential bonus of equal neighbours */
@@ -43,15 +45,20 @@ typedef struct {
     double damping;             /* new = (1-d) * update + d * old, in [0, 1) */
 } ms_localise_opts_t;
 
-/* Defaults (see localise.c for why): Jacobian masks, Otsu threshold, binary unary with
- * confidence 0.8, Potts strength 1, 10 sum-product sweeps, damping 0.5. */
+/* Defaults (see localise.c for why): Jacobian masks, Otsu threshold on the map clipped at
+ * its 99.9th percentile, binary unary with confidence 0.8, Potts strength 1, 10 sum-product
+ * sweeps, damping 0.5. */
 void ms_localise_defaults(ms_localise_opts_t *o);
-/* Reads the [localise] section (keys: mode, otsu_channel, threshold, fraction, unary,
+/* Reads the [localise] section (keys: mode, otsu_channel, threshold, clip, fraction, unary,
  * confidence, pairwise, iterations, inference, damping); missing keys keep the defaults. */
 ms_status_t ms_localise_read(ms_config_t *cfg, ms_localise_opts_t *o);
 
-/* Threshold of a map by o->threshold (Otsu on the map, or fraction * max). */
-float ms_map_threshold(const float *map, size_t n, const ms_localise_opts_t *o);
+/* Threshold *t of a map by o: values clipped at the o->clip quantile, then Otsu on them, or
+ * o->fraction times their max. */
+ms_status_t ms_map_threshold(const float *map, size_t n, const ms_localise_opts_t *o, float *t);
+/* The q-quantile (0 <= q <= 1) of the finite values of x[n] (the value of rank
+ * floor(q (m - 1)) among the m finite ones, as numpy's 'lower' method); 0 when none. */
+ms_status_t ms_quantile(const float *x, size_t n, double q, float *out);
 
 /* Largest Potts strength: exp(50) is finite in float, and beyond a few units the MRF
  * already overrides any evidence. */
