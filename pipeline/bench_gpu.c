@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "engine/net.h"
 #include "engine/rng.h"
@@ -75,6 +76,16 @@ typedef struct {
     double infer_peak_mib;
     double device_used_mib;        /* cudaMemGetInfo: everything on the device, context too */
 } bench_result_t;
+
+/* The source tree: MILSCREEN_SOURCE_DIR, else the one this binary was built from, else the
+ * current directory (a build carried to a GPU machine runs from the tree's copy there). */
+static const char *source_dir(void)
+{
+    const char *dir = getenv("MILSCREEN_SOURCE_DIR");
+    if (dir)
+        return dir;
+    return access(MS_SOURCE_DIR "/configs/paper.ini", R_OK) == 0 ? MS_SOURCE_DIR : ".";
+}
 
 static double now_s(void)
 {
@@ -449,10 +460,14 @@ static int token_string(const char *line, const char *key, char *out, size_t n)
 static int run_pytorch(const bench_opts_t *o, torch_result_t *tr, int max)
 {
     char cmd[2048];
+    /* the script names Debian's /usr/bin/python3; where torch lives in another interpreter
+     * (the GPU machines' image: `python3` on PATH), MILSCREEN_PYTHON names it */
+    const char *py = getenv("MILSCREEN_PYTHON");
     snprintf(cmd, sizeof cmd,
-             "'%s/tools/bench-pytorch' --gpu --batch %d --crop %d --infer %dx%d "
+             "%s%s%s'%s/tools/bench-pytorch' --gpu --batch %d --crop %d --infer %dx%d "
              "--infer-batch %d --steps %d --warmup %d 2>&1",
-             MS_SOURCE_DIR, o->batch, o->crop, o->iw, o->ih, o->ibatch, o->steps, o->warmup);
+             py ? "'" : "", py ? py : "", py ? "' " : "", source_dir(), o->batch, o->crop, o->iw,
+             o->ih, o->ibatch, o->steps, o->warmup);
     printf("\n== PyTorch: %s\n", cmd);
     fflush(stdout);
     FILE *f = popen(cmd, "r");
@@ -615,12 +630,17 @@ int ms_bench_gpu(int argc, char **argv)
     ms_spec_t spec = {0};
     bench_result_t res[3];
     int nres = 0;
+    char paper[4096];
+    snprintf(paper, sizeof paper, "%s/configs/paper.ini", source_dir());
     if (!cli.config_path)
-        cli.config_path = MS_SOURCE_DIR "/configs/paper.ini";
+        cli.config_path = paper;
     MS_TRY(ms_cli_config(&cli, &cfg));
     MS_TRY(ms_spec_from_config(&spec, cfg));
     {
-        FILE *g = popen("git -C '" MS_SOURCE_DIR "' rev-parse --short HEAD 2>/dev/null", "r");
+        char gitcmd[4200];
+        snprintf(gitcmd, sizeof gitcmd, "git -C '%s' rev-parse --short HEAD 2>/dev/null",
+                 source_dir());
+        FILE *g = popen(gitcmd, "r");
         char rev[64] = "unknown";
         if (g) {
             if (fgets(rev, sizeof rev, g))

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "engine/backend.h"
 #include "engine/net.h"
@@ -145,6 +146,18 @@ out:
     return ok;
 }
 
+/* configs/paper.ini of the source tree, or of the current directory when the binary runs
+ * elsewhere (a GPU machine that gets the build carried to it); MILSCREEN_SOURCE_DIR wins. */
+static const char *paper_ini(void)
+{
+    static char path[4096];
+    const char *dir = getenv("MILSCREEN_SOURCE_DIR");
+    if (!dir)
+        dir = access(MS_SOURCE_DIR "/configs/paper.ini", R_OK) == 0 ? MS_SOURCE_DIR : ".";
+    snprintf(path, sizeof path, "%s/configs/paper.ini", dir);
+    return path;
+}
+
 static void check_case(const case_t *cs)
 {
     ms_config_t *cfg = NULL;
@@ -156,7 +169,7 @@ static void check_case(const case_t *cs)
     if (cs->text)
         CHECK_OK(ms_config_parse(&cfg, cs->text, cs->name));
     else
-        CHECK_OK(ms_config_load(&cfg, MS_SOURCE_DIR "/configs/paper.ini"));
+        CHECK_OK(ms_config_load(&cfg, paper_ini()));
     if (!cfg)
         goto out;
     CHECK_OK(ms_spec_from_config(&spec, cfg));
