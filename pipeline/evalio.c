@@ -463,6 +463,12 @@ ms_status_t ms_shard_view_open(ms_shard_view_t *v, const char *path)
         }
     }
     v->has_masks = ms_shard_has_masks(sh);
+    MS_ALLOC(v->channel_names, v->C, "channel names");
+    for (int c = 0; c < v->C; c++) {
+        const char *name = ms_shard_channel_name(sh, c);
+        if (!(v->channel_names[c] = strdup(name ? name : "")))
+            MS_FAIL(MS_ENOMEM, "out of memory reading %s", path);
+    }
 done:
     if (st)
         ms_shard_view_close(v);
@@ -481,6 +487,7 @@ void ms_shard_view_close(ms_shard_view_t *v)
     free(v->labels);
     free(v->cell_image);
     free(v->cell_label);
+    free_strings(v->channel_names, (size_t)v->C);
     memset(v, 0, sizeof *v);
 }
 

@@ -53,6 +53,7 @@ typedef struct {
     int *cell_image;       /* (M) */
     int *cell_label;       /* (M): class whose phenotype the cell shows, -1 control-like */
     int has_masks;         /* /masks (N, H, W) present */
+    char **channel_names;  /* (C) */
 } ms_shard_view_t;
 
 ms_status_t ms_shard_view_open(ms_shard_view_t *v, const char *path);

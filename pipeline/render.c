@@ -29,8 +29,10 @@ static void help(void)
            "                     of each channel (default 0.5)\n"
            "  --alpha A          heat opacity at probability 1 (default 0.55; 0: no heat)\n"
            "  --colours LIST     colour per channel, e.g. blue,green,red (names: red green\n"
-           "                     blue cyan magenta yellow white off); default: grey for one\n"
-           "                     channel, green,magenta for two, red,green,blue for three\n"
+           "                     blue cyan magenta yellow white off); default: by the shard's\n"
+           "                     channel names (DAPI/Hoechst blue, tubulin/GFP green, actin\n"
+           "                     red, RFP/mCherry magenta), else grey for one channel,\n"
+           "                     green,magenta for two, red,green,blue for three\n"
            "  --no-mask          leave out the mask outline\n"
            "  --shard-dir DIR    look for the shard in DIR when 'source' does not exist\n");
 }
@@ -61,6 +63,38 @@ static int parse_colours(const char *s, uint8_t (*out)[3], int C)
         memcpy(out[c], named_colours[i].rgb, 3);
     }
     return c == C ? 0 : -1;
+}
+
+/* Colours by the usual stains: a channel named like a nuclear stain is blue, tubulin or GFP
+ * green, actin or RFP red (BBBC021's and the yeast screen's conventions). 0 when a channel
+ * name matches none, or two channels would share a colour; the defaults apply then. */
+static int colours_by_name(char *const *names, int C, uint8_t (*out)[3])
+{
+    static const struct {
+        const char *key;
+        uint8_t rgb[3];
+    } stains[] = {{"dapi", {0, 0, 255}},      {"hoechst", {0, 0, 255}}, {"nucle", {0, 0, 255}},
+                  {"dna", {0, 0, 255}},       {"tubulin", {0, 255, 0}}, {"gfp", {0, 255, 0}},
+                  {"actin", {255, 0, 0}},     {"phalloidin", {255, 0, 0}},
+                  {"rfp", {255, 0, 255}},     {"mcherry", {255, 0, 255}}};
+    for (int c = 0; c < C; c++) {
+        char low[64];
+        size_t n = 0;
+        for (; names[c][n] && n + 1 < sizeof low; n++)
+            low[n] = (char)(names[c][n] >= 'A' && names[c][n] <= 'Z' ? names[c][n] + 32
+                                                                       : names[c][n]);
+        low[n] = 0;
+        size_t j = 0;
+        while (j < sizeof stains / sizeof *stains && !strstr(low, stains[j].key))
+            j++;
+        if (j == sizeof stains / sizeof *stains)
+            return 0;
+        memcpy(out[c], stains[j].rgb, 3);
+        for (int d = 0; d < c; d++)
+            if (!memcmp(out[d], out[c], 3))
+                return 0;
+    }
+    return C > 1;
 }
 
 /* Where the network puts instance (0, 0) and how far apart instances are, from the config
@@ -252,6 +286,8 @@ int ms_cmd_render(int argc, char **argv)
         if (parse_colours(colours, col, v.C) != 0)
             MS_FAIL(MS_EARG, "--colours %s: expected %d names of red green blue cyan magenta "
                     "yellow white off, separated by commas", colours, v.C);
+        r.colours = (const uint8_t(*)[3])col;
+    } else if (colours_by_name(v.channel_names, v.C, col)) {
         r.colours = (const uint8_t(*)[3])col;
     }
     if (s.map_h && alpha > 0) {
