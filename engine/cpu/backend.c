@@ -61,6 +61,11 @@ typedef struct {
     float *dwplain, *db;             /* (O,I,k,k), (O) before adding into grads */
     /* pooling */
     dnnl_memory_t m_ws;              /* max pooling's argmax workspace */
+    /* dropout */
+    uint8_t *mask;                   /* keep flags of the last forward, in md's layout */
+    /* a deferred data backward (see cpu_backward) */
+    int deferred, dflags, dhas_pass;
+    ms_pass_t dpass;
     /* buffers and memory objects owned by this layer (freed at destroy) */
     void *own[12];
     int nown;
@@ -81,6 +86,7 @@ typedef struct {
     reorder_t r_z, r_dz;
     int own_z;                 /* z, dz are private buffers (not the map layer's own) */
     float *logP, *log1mP, *glogP, *glog1mP, *prob; /* (N,K) */
+    int first_param;           /* the first layer with parameters */
     dnnl_memory_t mems[8];     /* memory objects owned by the plan itself */
     int nmems;
 } cpu_plan_t;
@@ -122,56 +128,90 @@ static ms_status_t layout_of(const dnnl_memory_desc_t *md, layout_t *lo, const c
     return MS_OK;
 }
 
-/* out = in * mask * 1/(1-rate) with the mask of the LOGICAL NCHW index, as every backend;
- * out may be in. Padded channels are never touched (they stay zero). */
-static void dropout_apply(float *out, const float *in, const layout_t *lo, int N, int C, int H,
-                          int W, uint64_t key, double rate)
+/* Below this many elements a loop stays on one thread: waking the team costs more. */
+#define PAR_MIN 32768
+
+/* One row of dropout: W pixels x blk channels of one (n, channel block, h), physical offsets
+ * w * sw + ci from out/in/mask, logical NCHW indices i0 + ci * HW + w. The hash vectorises
+ * with 64-bit lanes; AVX-512 (x86-64-v4) has the 64-bit multiply, so it is cloned for it. */
+__attribute__((target_clones("arch=x86-64-v4", "default"))) static void
+dropout_row(float *out, uint8_t *mask, const float *in, int W, long sw, int blk, int nc,
+            uint64_t i0, uint64_t HW, uint64_t key, float rate, float scale)
+{
+    if (sw == 1 && blk == 1) { /* plain NCHW: contiguous pixels */
+        for (int w = 0; w < W; w++) {
+            uint8_t k = (uint8_t)ms_dropout_keep(key, i0 + (uint64_t)w, rate);
+            mask[w] = k;
+            out[w] = k ? in[w] * scale : 0.0f;
+        }
+        return;
+    }
+    for (int w = 0; w < W; w++) {
+        size_t j = (size_t)w * sw;
+        for (int ci = 0; ci < nc; ci++) {
+            uint8_t k = (uint8_t)ms_dropout_keep(key, i0 + ci * HW + (uint64_t)w, rate);
+            mask[j + ci] = k;
+            out[j + ci] = k ? in[j + ci] * scale : 0.0f;
+        }
+    }
+}
+
+/* out = in * keep / (1 - rate), keep from ms_dropout_keep() on the LOGICAL NCHW index as in
+ * every backend, recorded in mask (one byte per element of the layout) for the backward.
+ * out may be in. Padded channels are not touched (they stay zero; their mask stays 0). */
+static void dropout_apply(float *out, uint8_t *mask, const float *in, const layout_t *lo, int N,
+                          int C, int H, int W, uint64_t key, double rate)
 {
     const float scale = 1.0f / (1.0f - (float)rate);
     const int nb = (C + lo->blk - 1) / lo->blk;
-#pragma omp parallel for collapse(2) schedule(static)
+    const uint64_t HW = (uint64_t)H * W;
+#pragma omp parallel for collapse(3) schedule(static)
     for (int n = 0; n < N; n++)
         for (int cb = 0; cb < nb; cb++)
-            for (int h = 0; h < H; h++)
-                for (int w = 0; w < W; w++) {
-                    size_t base = (size_t)(n * lo->sn + cb * lo->sc + h * lo->sh + w * lo->sw);
-                    for (int ci = 0; ci < lo->blk; ci++) {
-                        int c = cb * lo->blk + ci;
-                        if (c >= C)
-                            break;
-                        uint64_t i = (((uint64_t)n * C + c) * H + h) * W + w;
-                        out[base + ci] = ms_dropout_keep(key, i, (float)rate)
-                                             ? in[base + ci] * scale
-                                             : 0.0f;
-                    }
-                }
+            for (int h = 0; h < H; h++) {
+                size_t base = (size_t)(n * lo->sn + cb * lo->sc + h * lo->sh);
+                int c0 = cb * lo->blk, nc = C - c0 < lo->blk ? C - c0 : lo->blk;
+                uint64_t i0 = (((uint64_t)n * C + c0) * H + h) * W;
+                dropout_row(out + base, mask + base, in + base, W, (long)lo->sw, lo->blk, nc,
+                            i0, HW, key, (float)rate, scale);
+            }
+}
+
+/* din = dout * mask / (1 - rate) over the whole buffer (the forward's mask); din may be dout. */
+static void dropout_back(float *din, const float *dout, const uint8_t *mask, size_t n,
+                         double rate)
+{
+    const float scale = 1.0f / (1.0f - (float)rate);
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+    for (size_t i = 0; i < n; i++)
+        din[i] = mask[i] ? dout[i] * scale : 0.0f;
 }
 
 /* dout where out > 0, else 0 (the ReLU mask from the forward output); din may be dout. */
 static void relu_mask(float *din, const float *dout, const float *out, size_t n)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
     for (size_t i = 0; i < n; i++)
         din[i] = out[i] > 0.0f ? dout[i] : 0.0f;
 }
 
 static void relu_fwd(float *out, const float *in, size_t n)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
     for (size_t i = 0; i < n; i++)
         out[i] = in[i] > 0.0f ? in[i] : 0.0f;
 }
 
 static void clamp_neg(float *p, size_t n)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
     for (size_t i = 0; i < n; i++)
         p[i] = p[i] > 0.0f ? p[i] : 0.0f;
 }
 
 static void add_into(float *dst, const float *src, size_t n)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
     for (size_t i = 0; i < n; i++)
         dst[i] += src[i];
 }
@@ -644,6 +684,7 @@ static ms_status_t cpu_plan_create(ms_backend_t *be, ms_plan_t *pl)
                 cl->dout = cp->L[l - 1].dout;
                 MS_TRY(mem_new(c, cl, &cl->m_out, &cl->md, cl->out, nm));
                 MS_TRY(mem_new(c, cl, &cl->m_dout, &cl->md, cl->dout, nm));
+                MS_TRY(own_buf(cl, (void **)&cl->mask, md_bytes(&cl->md) / sizeof(float), nm));
                 break;
             }
             /* the first layer must not overwrite the input: its own buffers */
@@ -655,6 +696,8 @@ static ms_status_t cpu_plan_create(ms_backend_t *be, ms_plan_t *pl)
                 MS_FAIL(MS_ENOMEM, "out of memory (%zu bytes) for layer %s", ob, nm);
             MS_TRY(mem_new(c, cl, &cl->m_out, &cl->md, cl->out, nm));
             MS_TRY(mem_new(c, cl, &cl->m_dout, &cl->md, cl->dout, nm));
+            if (L->spec->kind == MS_LAYER_DROPOUT)
+                MS_TRY(own_buf(cl, (void **)&cl->mask, md_bytes(&cl->md) / sizeof(float), nm));
             break;
         }
         case MS_LAYER_MIL:
@@ -672,6 +715,11 @@ static ms_status_t cpu_plan_create(ms_backend_t *be, ms_plan_t *pl)
             MS_FAIL(MS_ECONFIG, "layer %s: the oneDNN backend expects only the fc head after "
                                 "the MIL layer", nm);
     }
+
+    cp->first_param = 0;
+    while (cp->first_param < nl - 1 && !pl->layers[cp->first_param].nw &&
+           !pl->layers[cp->first_param].nb)
+        cp->first_param++;
 
     /* the instance map as plain (N,K,mh,mw) for the MIL layer, the loss and get_output */
     if (mil < 1)
@@ -750,6 +798,14 @@ static void mil_params(const ms_layer_spec_t *s, ms_mil_params_t *m)
     *m = (ms_mil_params_t){.kind = s->pool, .a = s->a, .r = s->r};
 }
 
+/* A new pass drops what an unfinished backward deferred. */
+static void drop_deferred(ms_plan_t *pl)
+{
+    cpu_plan_t *cp = pl->be;
+    for (int k = 0; k < pl->spec->nlayers; k++)
+        cp->L[k].deferred = 0;
+}
+
 static ms_status_t cpu_forward(ms_backend_t *be, ms_plan_t *pl, int l, const void *params,
                                const ms_pass_t *pass)
 {
@@ -763,6 +819,8 @@ static ms_status_t cpu_forward(ms_backend_t *be, ms_plan_t *pl, int l, const voi
     const float *P = params;
     const float *in = l ? cp->L[l - 1].out : cp->x;
     dnnl_memory_t m_in = l ? cp->L[l - 1].m_out : cp->m_x;
+    if (l == 0)
+        drop_deferred(pl);
     switch (s->kind) {
     case MS_LAYER_CONV: {
         MS_TRY(set_handle(cl->m_wuser, P + L->w_off, nm));
@@ -788,7 +846,7 @@ static ms_status_t cpu_forward(ms_backend_t *be, ms_plan_t *pl, int l, const voi
         if (pl->train && s->rate > 0) {
             layout_t lo;
             MS_TRY(layout_of(&cl->md, &lo, nm));
-            dropout_apply(cl->out, in, &lo, pl->n, L->c, L->h, L->w,
+            dropout_apply(cl->out, cl->mask, in, &lo, pl->n, L->c, L->h, L->w,
                           ms_dropout_key(pass ? pass->seed : 0, pass ? pass->step : 0, l),
                           s->rate);
         } else if (!cl->alias) {
@@ -819,6 +877,7 @@ static ms_status_t cpu_loss(ms_backend_t *be, ms_plan_t *pl, const void *t, doub
     int fc = sp->fc;
     float *y = fc >= 0 ? cp->L[fc].out : NULL, *gy = fc >= 0 ? cp->L[fc].dout : NULL;
     ms_head_t head = fc >= 0 ? sp->layers[fc].head : MS_HEAD_SOFTMAX;
+    drop_deferred(pl);
     *loss = ms_ref_loss_f32(cp->glogP, cp->glog1mP, gy, cp->prob, cp->logP, cp->log1mP, y, t,
                             head, pl->n, sp->classes);
     /* the MIL output's own gradient comes only from the head */
@@ -833,6 +892,7 @@ static ms_status_t cpu_guided_seed(ms_backend_t *be, ms_plan_t *pl, int cls)
     cpu_plan_t *cp = pl->be;
     int mil = pl->spec->mil, K = pl->spec->classes, J = pl->mh * pl->mw;
     const float *Pm = cp->L[mil].out;
+    drop_deferred(pl);
     /* dz = P_i * sigmoid(z_ij) for the chosen classes, then into the map's layout */
     ms_ref_sigmoid_f32(cp->dz, cp->z, out_count(pl, mil - 1));
     for (int n = 0; n < pl->n; n++)
@@ -847,8 +907,12 @@ done:
     return st;
 }
 
-static ms_status_t cpu_backward(ms_backend_t *be, ms_plan_t *pl, int l, const void *params,
-                                void *grads, int flags, const ms_pass_t *pass)
+/* Internal backward flag: the ReLU mask of this conv's output gradient is already applied
+ * (the data half of a deferred backward, see cpu_backward). */
+#define BWD_MASKED 0x100
+
+static ms_status_t backward_layer(ms_backend_t *be, ms_plan_t *pl, int l, const void *params,
+                                  void *grads, int flags, const ms_pass_t *pass)
 {
     ms_status_t st = MS_OK;
     cpu_ctx_t *c = be->ctx;
@@ -866,12 +930,12 @@ static ms_status_t cpu_backward(ms_backend_t *be, ms_plan_t *pl, int l, const vo
     const dnnl_memory_desc_t *in_md = l ? &cp->L[l - 1].md : &cp->in_md;
     switch (s->kind) {
     case MS_LAYER_CONV:
-        if (s->relu)
+        if (s->relu && !(flags & BWD_MASKED))
             relu_mask(cl->dout, cl->dout, cl->out, md_bytes(&cl->md) / sizeof(float));
         if (data) {
-            /* the forward left the weights in m_wf; the backward-data layout may differ */
+            /* the forward of this pass left the weights in m_wf; the backward-data layout
+             * may differ (then r_wb makes it from the flat parameters) */
             MS_TRY(set_handle(cl->m_wuser, P + L->w_off, nm));
-            MS_TRY(reorder_run(c, &cl->r_wf, nm));
             MS_TRY(reorder_run(c, &cl->r_wb, nm));
             MS_TRY(reorder_run(c, &cl->r_ddst_d, nm));
             dnnl_exec_arg_t a[4] = {{DNNL_ARG_DIFF_DST, cl->m_ddst_d},
@@ -907,11 +971,8 @@ static ms_status_t cpu_backward(ms_backend_t *be, ms_plan_t *pl, int l, const vo
         break;
     case MS_LAYER_DROPOUT:
         if (data && pl->train && s->rate > 0) {
-            layout_t lo;
-            MS_TRY(layout_of(&cl->md, &lo, nm));
-            dropout_apply(din, cl->dout, &lo, pl->n, L->c, L->h, L->w,
-                          ms_dropout_key(pass ? pass->seed : 0, pass ? pass->step : 0, l),
-                          s->rate);
+            /* the forward's mask: backward() follows the forward() of the same pass */
+            dropout_back(din, cl->dout, cl->mask, md_bytes(&cl->md) / sizeof(float), s->rate);
         } else if (data && !cl->alias) {
             memcpy(din, cl->dout, md_bytes(&cl->md));
         }
@@ -935,6 +996,41 @@ static ms_status_t cpu_backward(ms_backend_t *be, ms_plan_t *pl, int l, const vo
     }
     if (data && (flags & MS_BWD_GUIDED))
         clamp_neg(din, md_bytes(in_md) / sizeof(float));
+done:
+    return st;
+}
+
+/* The input gradient of the first parametrised layer (conv1 after pool0 and drop0) is only
+ * needed when the caller wants the gradient w.r.t. the network's input (MS_BWD_DATA on
+ * layer 0): the layers below it have nothing to learn. Its data half, and the parameter-free
+ * layers' backward below it, are therefore deferred until layer 0's backward asks for data,
+ * and dropped otherwise (a training step). The results are the same; conv1's backward-data
+ * pass (as costly as its forward, into a 3-channel layout oneDNN handles slowly) is saved. */
+static ms_status_t cpu_backward(ms_backend_t *be, ms_plan_t *pl, int l, const void *params,
+                                void *grads, int flags, const ms_pass_t *pass)
+{
+    ms_status_t st = MS_OK;
+    cpu_plan_t *cp = pl->be;
+    if (l > 0 && l <= cp->first_param && (flags & MS_BWD_DATA)) {
+        cpu_layer_t *cl = &cp->L[l];
+        if (flags & MS_BWD_WEIGHTS)
+            MS_TRY(backward_layer(be, pl, l, params, grads, flags & ~MS_BWD_DATA, pass));
+        cl->dflags = (flags & ~MS_BWD_WEIGHTS) | ((flags & MS_BWD_WEIGHTS) ? BWD_MASKED : 0);
+        cl->dpass = pass ? *pass : (ms_pass_t){0};
+        cl->dhas_pass = pass != NULL;
+        cl->deferred = 1;
+        return MS_OK;
+    }
+    if (l == 0) {
+        for (int k = cp->first_param; k > 0; k--) {
+            cpu_layer_t *ck = &cp->L[k];
+            if (ck->deferred && (flags & MS_BWD_DATA))
+                MS_TRY(backward_layer(be, pl, k, params, NULL, ck->dflags,
+                                      ck->dhas_pass ? &ck->dpass : NULL));
+            ck->deferred = 0;
+        }
+    }
+    MS_TRY(backward_layer(be, pl, l, params, grads, flags, pass));
 done:
     return st;
 }
