@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "io/shard.h"
 
@@ -711,6 +712,8 @@ static ms_status_t write_split(const ms_synth_preset_t *p, const char *path, con
     MS_ALLOC(cells, (size_t)B * maxc, "cells");
     MS_ALLOC(ncell, B, "cells");
     MS_ALLOC(sts, B, "status");
+    struct timespec last;
+    clock_gettime(CLOCK_MONOTONIC, &last);
     for (int i0 = 0; i0 < n; i0 += B) {
         int nb = n - i0 < B ? n - i0 : B;
 #pragma omp parallel for num_threads(B) schedule(dynamic, 1)
@@ -751,8 +754,12 @@ static ms_status_t write_split(const ms_synth_preset_t *p, const char *path, con
                 MS_TRY(ms_shard_add_cells(w, 1, ii, x, y, lab, mid));
             }
         }
-        if (log)
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (log && (i0 + nb == n || now.tv_sec - last.tv_sec >= 10)) {
             fprintf(log, "synth: %s: %d/%d fields\n", path, i0 + nb, n);
+            last = now;
+        }
     }
     st = ms_shard_finish(w);
     w = NULL;
