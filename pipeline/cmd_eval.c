@@ -34,7 +34,8 @@ static void help(void)
            "  --json FILE        also write the numbers as JSON\n"
            "  --shard-dir DIR    look for the shards in DIR (by file name) when the 'source'\n"
            "                     path does not exist, e.g. after moving the data\n"
-           "  --otsu-channel C   Otsu baseline on channel C (default: the sum of channels)\n");
+           "  --otsu-channel C   Otsu baseline on channel C (default: the sum of the channels,\n"
+           "                     each scaled to its 0.1-99.9 percentile range first)\n");
 }
 
 /* Everything pooled over the files. */

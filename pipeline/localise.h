@@ -22,9 +22,11 @@
 float ms_otsu_threshold(const float *x, size_t n);
 
 /* Baseline mask (global Otsu on linear intensities, the paper's baseline) of one image
- * img (C, H, W): channel c in
- * [0, C) thresholds that channel; channel -1 thresholds the sum over channels (every
- * channel counts equally, in the image's own intensity units). mask (H, W) gets 0/1. */
+ * img (C, H, W): channel c in [0, C) thresholds that channel; channel -1 thresholds the sum
+ * of all channels, each first scaled to [0, 1] between its MS_OTSU_SUM_LOW and
+ * 1 - MS_OTSU_SUM_LOW quantiles (so that every stain counts, whatever its brightness).
+ * mask (H, W) gets 0/1. */
+#define MS_OTSU_SUM_LOW 0.001
 ms_status_t ms_otsu_mask(uint8_t *mask, const float *img, int C, int H, int W, int channel);
 
 typedef enum { MS_THRESH_OTSU, MS_THRESH_FRACTION } ms_thresh_mode_t;

@@ -146,13 +146,14 @@ static void test_quantile(void)
 
 static void test_otsu_mask(void)
 {
-    /* 2 channels, 4x4: channel 0 bright on the left half, channel 1 bright on the top half. */
+    /* 2 channels, 4x4: channel 0 at 100 on the left half (else 1), channel 1 at 1000 on the
+     * top row only (else 1). */
     enum { C = 2, H = 4, W = 4 };
     float img[C * H * W];
     for (int y = 0; y < H; y++)
         for (int x = 0; x < W; x++) {
             img[y * W + x] = x < 2 ? 100 : 1;
-            img[H * W + y * W + x] = y < 2 ? 100 : 1;
+            img[H * W + y * W + x] = y < 1 ? 1000 : 1;
         }
     uint8_t m[H * W];
     CHECK_OK(ms_otsu_mask(m, img, C, H, W, 0));
@@ -163,16 +164,26 @@ static void test_otsu_mask(void)
     CHECK_OK(ms_otsu_mask(m, img, C, H, W, 1));
     ok = 1;
     for (int i = 0; i < H * W; i++)
-        ok &= m[i] == ((i / W) < 2);
-    CHECK(ok, "channel 1 mask is the top half");
-    /* Sum: 200 top-left, 101 on the off-diagonal quadrants, 2 bottom-right. Otsu on
-     * {2 x4, 101 x8, 200 x4} splits below 101 (the variance of that split is larger). */
+        ok &= m[i] == ((i / W) < 1);
+    CHECK(ok, "channel 1 mask is the top row");
+    /* Sum of the scaled channels: 2 on 2 pixels, 1 on 8, 0 on 6. Otsu on {0 x6, 1 x8, 2 x2}
+     * splits below 1 (between-class variance 0.338 against 0.223 above it), so the mask is
+     * the union: left half or top row. A raw sum would be the top row alone (1000 drowns
+     * 100), which is why channels are scaled first. */
     CHECK_OK(ms_otsu_mask(m, img, C, H, W, -1));
     ok = 1;
     for (int y = 0; y < H; y++)
         for (int x = 0; x < W; x++)
-            ok &= m[y * W + x] == (x < 2 || y < 2);
-    CHECK(ok, "channel-sum mask is everything but the dim quadrant");
+            ok &= m[y * W + x] == (x < 2 || y < 1);
+    CHECK(ok, "scaled channel sum: the union of both channels' bright parts");
+    /* A flat channel adds nothing. */
+    for (int i = 0; i < H * W; i++)
+        img[H * W + i] = 7;
+    CHECK_OK(ms_otsu_mask(m, img, C, H, W, -1));
+    ok = 1;
+    for (int i = 0; i < H * W; i++)
+        ok &= m[i] == ((i % W) < 2);
+    CHECK(ok, "a flat channel is ignored in the sum");
     ms_error_clear();
     CHECK(ms_otsu_mask(m, img, C, H, W, 2) == MS_EARG, "channel out of range is an error");
     CHECK(ms_otsu_mask(m, img, C, H, W, -2) == MS_EARG, "channel -2 is an error");
