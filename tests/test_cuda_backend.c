@@ -1,4 +1,4 @@
-/* The CUDA backend against the reference backend (float): every layer kind in a small
+/* The CUDA backend against the reference backend (in double): every layer kind in a small
  * network of its own, every MIL pooling function and head, and the paper's network, forward
  * and backward (outputs, loss, every parameter gradient, the input gradient, guided
  * backprop, one Adam step) in fp32, TF32 and bf16, on fresh random inputs. The CUDA plan's
@@ -89,52 +89,93 @@ typedef struct {
     int n, h, w, train;
 } case_t;
 
-static int run(ms_backend_t *be, const ms_spec_t *spec, const case_t *cs, const float *params,
-               const float *x, const float *x_other, const float *t, result_t *r)
+/* The network's inputs and outputs are float here; a double network (the reference's
+ * oracle) gets converted copies in and gives converted results back. */
+static void *as_dtype(const float *src, size_t n, ms_dtype_t dt)
+{
+    if (dt == MS_F32) {
+        float *d = malloc(4 * n);
+        memcpy(d, src, 4 * n);
+        return d;
+    }
+    double *d = malloc(8 * n);
+    for (size_t i = 0; i < n; i++)
+        d[i] = src[i];
+    return d;
+}
+
+static ms_status_t out_f(ms_net_t *net, ms_output_t w, float *dst, size_t n, double *tmp)
+{
+    if (ms_net_dtype(net) == MS_F32)
+        return ms_net_output(net, w, dst);
+    ms_status_t st = ms_net_output(net, w, tmp);
+    for (size_t i = 0; st == MS_OK && i < n; i++)
+        dst[i] = (float)tmp[i];
+    return st;
+}
+
+static ms_status_t read_f(ms_net_t *net, const void *which, float *dst, size_t n, double *tmp)
+{
+    if (ms_net_dtype(net) == MS_F32)
+        return ms_net_read(net, which, dst);
+    ms_status_t st = ms_net_read(net, which, tmp);
+    for (size_t i = 0; st == MS_OK && i < n; i++)
+        dst[i] = (float)tmp[i];
+    return st;
+}
+
+static int run(ms_backend_t *be, ms_dtype_t dt, const ms_spec_t *spec, const case_t *cs,
+               const float *params, const float *x, const float *x_other, const float *t,
+               result_t *r)
 {
     ms_net_t *net = NULL;
     const ms_pass_t pass = {.seed = 1234, .step = 17};
     int ok = 0;
     const int K = spec->classes, C = spec->channels;
-    if (ms_net_create(&net, spec, be, MS_F32, 5) != MS_OK)
+    void *p_in = NULL, *x_in = NULL, *x2_in = NULL, *t_in = NULL;
+    double *tmp = NULL;
+    if (ms_net_create(&net, spec, be, dt, 5) != MS_OK)
         goto out;
     size_t np = ms_net_nparams(net);
-    if (ms_net_write(net, ms_net_params(net), params) != MS_OK ||
+    size_t nx = (size_t)cs->n * C * cs->h * cs->w, nk = (size_t)cs->n * K;
+    p_in = as_dtype(params, np, dt), x_in = as_dtype(x, nx, dt);
+    x2_in = as_dtype(x_other, nx, dt), t_in = as_dtype(t, nk, dt);
+    if (ms_net_write(net, ms_net_params(net), p_in) != MS_OK ||
         ms_net_plan(net, cs->n, cs->h, cs->w, cs->train) != MS_OK)
         goto out;
     const ms_plan_t *pl = ms_net_current_plan(net);
-    size_t nmap = (size_t)cs->n * K * pl->mh * pl->mw, nk = (size_t)cs->n * K;
-    size_t nx = (size_t)cs->n * C * cs->h * cs->w;
+    size_t nmap = (size_t)cs->n * K * pl->mh * pl->mw;
+    size_t ntmp = nx > np ? nx : np;
+    tmp = malloc(8 * (ntmp > nmap ? ntmp : nmap));
     r->logits = malloc(4 * nmap), r->maps = malloc(4 * nmap), r->mil = malloc(4 * nk);
     r->fc = malloc(4 * nk), r->dx = malloc(4 * nx), r->guided_all = malloc(4 * nx);
     r->guided_one = malloc(4 * nx), r->grads = malloc(4 * np), r->params = malloc(4 * np);
     r->m = malloc(4 * np), r->v = malloc(4 * np);
     /* a different batch first: what the second pass fails to write still holds its values */
-    if (ms_net_forward(net, x_other, &pass) != MS_OK ||
-        ms_net_forward(net, x, &pass) != MS_OK ||
-        ms_net_output(net, MS_OUT_LOGITS, r->logits) != MS_OK ||
-        ms_net_output(net, MS_OUT_MAPS, r->maps) != MS_OK ||
-        ms_net_output(net, MS_OUT_MIL, r->mil) != MS_OK)
+    if (ms_net_forward(net, x2_in, &pass) != MS_OK || ms_net_forward(net, x_in, &pass) != MS_OK ||
+        out_f(net, MS_OUT_LOGITS, r->logits, nmap, tmp) != MS_OK ||
+        out_f(net, MS_OUT_MAPS, r->maps, nmap, tmp) != MS_OK ||
+        out_f(net, MS_OUT_MIL, r->mil, nk, tmp) != MS_OK)
         goto out;
     if (cs->train) {
-        if (ms_net_loss(net, t, &r->loss) != MS_OK ||
-            (spec->fc >= 0 && ms_net_output(net, MS_OUT_FC, r->fc) != MS_OK) ||
+        if (ms_net_loss(net, t_in, &r->loss) != MS_OK ||
+            (spec->fc >= 0 && out_f(net, MS_OUT_FC, r->fc, nk, tmp) != MS_OK) ||
             ms_net_backward(net, &pass, 1) != MS_OK ||
-            ms_net_output(net, MS_OUT_INPUT_GRAD, r->dx) != MS_OK ||
-            ms_net_read(net, ms_net_grads(net), r->grads) != MS_OK)
+            out_f(net, MS_OUT_INPUT_GRAD, r->dx, nx, tmp) != MS_OK ||
+            read_f(net, ms_net_grads(net), r->grads, np, tmp) != MS_OK)
             goto out;
     }
     if (ms_net_guided(net, -1) != MS_OK ||
-        ms_net_output(net, MS_OUT_INPUT_GRAD, r->guided_all) != MS_OK ||
+        out_f(net, MS_OUT_INPUT_GRAD, r->guided_all, nx, tmp) != MS_OK ||
         ms_net_guided(net, K > 1 ? 1 : 0) != MS_OK ||
-        ms_net_output(net, MS_OUT_INPUT_GRAD, r->guided_one) != MS_OK)
+        out_f(net, MS_OUT_INPUT_GRAD, r->guided_one, nx, tmp) != MS_OK)
         goto out;
     if (cs->train) {
         const ms_adam_t hp = {1e-3, 0.9, 0.999, 1e-8};
         if (ms_net_adam(net, &hp) != MS_OK ||
-            ms_net_read(net, ms_net_params(net), r->params) != MS_OK ||
-            ms_net_read(net, ms_net_adam_m(net), r->m) != MS_OK ||
-            ms_net_read(net, ms_net_adam_v(net), r->v) != MS_OK)
+            read_f(net, ms_net_params(net), r->params, np, tmp) != MS_OK ||
+            read_f(net, ms_net_adam_m(net), r->m, np, tmp) != MS_OK ||
+            read_f(net, ms_net_adam_v(net), r->v, np, tmp) != MS_OK)
             goto out;
     }
     ok = 1;
@@ -143,6 +184,7 @@ out:
         fprintf(stderr, "%s on %s: %s\n%s", cs->name, be->name, ms_error_message(),
                 ms_error_trace());
     ms_net_free(net);
+    free(p_in), free(x_in), free(x2_in), free(t_in), free(tmp);
     return ok;
 }
 
@@ -195,7 +237,10 @@ static void check_case(const case_t *cs)
         if (spec.fc >= 0 && spec.layers[spec.fc].head == MS_HEAD_SIGMOID)
             t[(size_t)n * K + (n * 3) % K] = 1; /* multi-label */
     }
-    if (!run(ref, &spec, cs, params, x, x2, t, &rr)) {
+    /* the oracle: the reference in double, so that the comparison measures the GPU's rounding
+     * alone (the float reference's own error, about 2^-24 sqrt(n) for its n-term sums, is
+     * already 5e-6 for a weight gradient summed over 20,000 positions: half the fp32 budget) */
+    if (!run(ref, MS_F64, &spec, cs, params, x, x2, t, &rr)) {
         CHECK(0, "%s: the reference run failed", cs->name);
         goto out;
     }
@@ -206,7 +251,7 @@ static void check_case(const case_t *cs)
         CHECK_OK(ms_backend_cuda(&gpu, 0, pr->name));
         if (!gpu)
             continue;
-        if (!run(gpu, &spec, cs, params, x, x2, t, &gr)) {
+        if (!run(gpu, MS_F32, &spec, cs, params, x, x2, t, &gr)) {
             CHECK(0, "%s %s: the CUDA run failed", cs->name, pr->name);
         } else {
             ms_layer_t *L = calloc((size_t)spec.nlayers, sizeof *L);
@@ -241,7 +286,10 @@ static void check_case(const case_t *cs)
                  * carry the gradients through it (the step, lr * m/(sqrt(v)+eps), flips
                  * sign with the rounding of gradients near zero, so it is not compared) */
                 compare(cs->name, pr->name, "Adam m", gr.m, rr.m, np, pr->tol);
-                compare(cs->name, pr->name, "Adam v", gr.v, rr.v, np, 2 * pr->tol);
+                /* v is quadratic in the gradients (twice their error); and fp32 Adam's
+                 * 1 - beta2 = 1 - 0.999f is 1.3e-5 off the double oracle's, a difference of
+                 * the dtypes, not of the backends (measured: float reference vs double) */
+                compare(cs->name, pr->name, "Adam v", gr.v, rr.v, np, 2 * pr->tol + 1.5e-5);
             }
             compare(cs->name, pr->name, "guided (all classes)", gr.guided_all, rr.guided_all, nx,
                     pr->tol);

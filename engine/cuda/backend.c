@@ -245,15 +245,40 @@ static cudnnMathType_t exec_math(const cuda_ctx_t *c, cudnnMathType_t found)
     return c->prec == PREC_FP32 ? CUDNN_FMA_MATH : found;
 }
 
+/* fp32 means fp32's accuracy: no FFT or Winograd transforms, whose rounding errors exceed
+ * a direct convolution's (they stay allowed in tf32 and bf16, whose own error is larger). */
+static int exact_fwd(cudnnConvolutionFwdAlgo_t a)
+{
+    return a != CUDNN_CONVOLUTION_FWD_ALGO_FFT && a != CUDNN_CONVOLUTION_FWD_ALGO_FFT_TILING &&
+           a != CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD &&
+           a != CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED;
+}
+
+static int exact_data(cudnnConvolutionBwdDataAlgo_t a)
+{
+    return a != CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT &&
+           a != CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING &&
+           a != CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD &&
+           a != CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD_NONFUSED;
+}
+
+static int exact_filter(cudnnConvolutionBwdFilterAlgo_t a)
+{
+    return a != CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT &&
+           a != CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT_TILING &&
+           a != CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD_NONFUSED;
+}
+
 /* From cudnnFind's list (fastest first): the fastest deterministic algorithm that succeeded
  * within the workspace bound, else the fastest that did. Deterministic ones are preferred so
  * that a resumed run repeats its arithmetic. Returns the index or -1. */
-#define PICK(perf, n, c)                                                               \
+#define PICK(perf, n, c, exact)                                                        \
     ({                                                                                 \
         int best_ = -1, any_ = -1;                                                     \
         for (int i_ = 0; i_ < (n); i_++) {                                             \
             if ((perf)[i_].status != CUDNN_STATUS_SUCCESS ||                           \
-                (perf)[i_].memory > (c)->ws_limit || !math_ok((c), (perf)[i_].mathType)) \
+                (perf)[i_].memory > (c)->ws_limit || !math_ok((c), (perf)[i_].mathType) || \
+                ((c)->prec == PREC_FP32 && !exact((perf)[i_].algo)))                   \
                 continue;                                                              \
             if (any_ < 0)                                                              \
                 any_ = i_;                                                             \
@@ -289,7 +314,7 @@ static ms_status_t find_algos(cuda_ctx_t *c, conv_state_t *cs, const conv_key_t 
         int n = 0;
         DNN(cudnnFindConvolutionForwardAlgorithm(c->dnn, cs->x, cs->w, cs->conv, cs->y,
                                                  CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &n, perf));
-        int i = PICK(perf, n, c);
+        int i = PICK(perf, n, c, exact_fwd);
         if (i < 0)
             MS_FAIL(MS_EBACKEND, "cuDNN has no forward algorithm for layer %s on cuda:%d "
                     "within the %zu MiB workspace bound", where, c->device, c->ws_limit >> 20);
@@ -304,7 +329,7 @@ static ms_status_t find_algos(cuda_ctx_t *c, conv_state_t *cs, const conv_key_t 
         DNN(cudnnFindConvolutionBackwardDataAlgorithm(c->dnn, cs->w, cs->y, cs->conv, cs->x,
                                                       CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &n,
                                                       perf));
-        int i = PICK(perf, n, c);
+        int i = PICK(perf, n, c, exact_data);
         if (i < 0)
             MS_FAIL(MS_EBACKEND, "cuDNN has no backward-data algorithm for layer %s on "
                     "cuda:%d within the %zu MiB workspace bound", where, c->device,
@@ -320,7 +345,7 @@ static ms_status_t find_algos(cuda_ctx_t *c, conv_state_t *cs, const conv_key_t 
         DNN(cudnnFindConvolutionBackwardFilterAlgorithm(c->dnn, cs->x, cs->y, cs->conv, cs->w,
                                                         CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
                                                         &n, perf));
-        int i = PICK(perf, n, c);
+        int i = PICK(perf, n, c, exact_filter);
         if (i < 0)
             MS_FAIL(MS_EBACKEND, "cuDNN has no backward-filter algorithm for layer %s on "
                     "cuda:%d within the %zu MiB workspace bound", where, c->device,
