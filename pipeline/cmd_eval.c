@@ -26,7 +26,9 @@ static void help(void)
            "    treatment predicts the mean of its images, the treatment the arg-max of the\n"
            "    per-class median over its replicates, against its images' majority label;\n"
            "  /cells/prob in the output with /cells/label in the shard: per-cell accuracy,\n"
-           "    mean per-class accuracy and mAP (one class against the rest);\n"
+           "    mean per-class accuracy and mAP (one class against the rest) against the\n"
+           "    cells' own labels (cells labelled -1, control-like, are left out) and against\n"
+           "    their images' labels (the noisy labels of the paper's Table 2);\n"
            "  /masks in the output: mean IoU against the shard's true /masks when present, of\n"
            "    global-Otsu masks of the same images against them, and of the output's masks\n"
            "    against Otsu's (the paper's comparison).\n"
@@ -57,6 +59,8 @@ typedef struct {
     float *cell_prob;      /* (M, K) */
     int *cell_label;       /* (M) */
     int *cell_truth;       /* (M, K) one-hot of cell_label, -1 when unknown */
+    int *cell_bag_label;   /* (M) the label of the cell's image (single-label), or -1 */
+    int *cell_bag_truth;   /* (M, K) the image's label row (one- or multi-hot), -1 unknown */
     size_t n_mask_images, n_true_images;
     double iou_mask_true, iou_otsu_true, iou_mask_otsu; /* sums over images */
 } pool_t;
@@ -187,6 +191,8 @@ static ms_status_t add_file(pool_t *P, const char *path, const char *shard_dir, 
         MS_TRY(grow((void **)&P->cell_prob, M1 * K, sizeof(float), "cells"));
         MS_TRY(grow((void **)&P->cell_label, M1, sizeof(int), "cells"));
         MS_TRY(grow((void **)&P->cell_truth, M1 * K, sizeof(int), "cells"));
+        MS_TRY(grow((void **)&P->cell_bag_label, M1, sizeof(int), "cells"));
+        MS_TRY(grow((void **)&P->cell_bag_truth, M1 * K, sizeof(int), "cells"));
         memcpy(P->cell_prob + M0 * K, s.cell_prob, s.M * K * sizeof(float));
         for (size_t j = 0; j < s.M; j++) {
             int l = v.cell_label[j];
@@ -196,6 +202,13 @@ static ms_status_t add_file(pool_t *P, const char *path, const char *shard_dir, 
             P->cell_label[M0 + j] = l < 0 ? -1 : l;
             for (int k = 0; k < K; k++)
                 P->cell_truth[(M0 + j) * K + k] = l < 0 ? -1 : l == k;
+            /* The noisy labels of paper Table 2: every cell gets its image's label. */
+            size_t im = (size_t)v.cell_image[j];
+            int bl = P->label[N0 + im];
+            P->cell_bag_label[M0 + j] = P->multilabel ? -1 : bl;
+            for (int k = 0; k < K; k++)
+                P->cell_bag_truth[(M0 + j) * K + k] =
+                    P->multilabel ? P->labels[(N0 + im) * K + k] : bl < 0 ? -1 : bl == k;
         }
         P->M = M1;
     }
@@ -324,7 +337,7 @@ int ms_cmd_eval(int argc, char **argv)
     ms_status_t st = MS_OK;
     pool_t P;
     memset(&P, 0, sizeof P);
-    double *ap_fc = NULL, *ap_mil = NULL, *ap_cell = NULL; /* (K) */
+    double *ap_fc = NULL, *ap_mil = NULL, *ap_cell = NULL, *ap_bag = NULL; /* (K) */
     FILE *jf = NULL;
     for (int a = optind; a < argc; a++)
         MS_TRY(add_file(&P, argv[a], shard_dir, otsu_ch));
@@ -332,13 +345,19 @@ int ms_cmd_eval(int argc, char **argv)
     MS_ALLOC(ap_fc, K, "AP");
     MS_ALLOC(ap_mil, K, "AP");
     MS_ALLOC(ap_cell, K, "AP");
-    head_metrics_t fc = {NAN, NAN, NAN}, mil = {NAN, NAN, NAN}, cell = {NAN, NAN, NAN};
+    MS_ALLOC(ap_bag, K, "AP");
+    head_metrics_t fc = {NAN, NAN, NAN}, mil = {NAN, NAN, NAN}, cell = {NAN, NAN, NAN},
+                   bag = {NAN, NAN, NAN};
     const int *label = P.multilabel ? NULL : P.label, *truth = P.multilabel ? P.labels : NULL;
     if (P.have_fc)
         MS_TRY(head_metrics(&P, P.fc, label, truth, P.N, &fc, ap_fc));
     MS_TRY(head_metrics(&P, P.mil, label, truth, P.N, &mil, ap_mil));
     if (P.M)
+    {
         MS_TRY(head_metrics(&P, P.cell_prob, P.cell_label, P.cell_truth, P.M, &cell, ap_cell));
+        MS_TRY(head_metrics(&P, P.cell_prob, P.multilabel ? NULL : P.cell_bag_label,
+                            P.cell_bag_truth, P.M, &bag, ap_bag));
+    }
     double treat_fc = NAN, treat_mil = NAN;
     size_t ntreat = 0;
     if (P.have_treat && !P.multilabel) {
@@ -390,6 +409,10 @@ int ms_cmd_eval(int argc, char **argv)
         pct(stdout, cell.mca);
         printf("\n%-36s %9s", "cells: mAP", "");
         pct(stdout, cell.map);
+        printf("\n%-36s %9s", "cells, image labels: accuracy", "");
+        pct(stdout, bag.acc);
+        printf("\n%-36s %9s", "cells, image labels: mAP", "");
+        pct(stdout, bag.map);
         printf("\n");
     }
     if (P.n_mask_images) {
@@ -429,8 +452,9 @@ int ms_cmd_eval(int argc, char **argv)
             const double *ap;
             int present;
         } heads[] = {{"fc", &fc, ap_fc, P.have_fc}, {"mil", &mil, ap_mil, 1},
-                     {"cells", &cell, ap_cell, P.M > 0}};
-        for (int h = 0; h < 3; h++) {
+                     {"cells", &cell, ap_cell, P.M > 0},
+                     {"cells_image_label", &bag, ap_bag, P.M > 0}};
+        for (int h = 0; h < 4; h++) {
             fprintf(jf, "  \"%s\": ", heads[h].name);
             if (!heads[h].present) {
                 fprintf(jf, "null,\n");
@@ -454,7 +478,7 @@ int ms_cmd_eval(int argc, char **argv)
                 }
                 fprintf(jf, "]");
             }
-            if (h == 2)
+            if (h >= 2)
                 fprintf(jf, ", \"count\": %zu", P.M);
             fprintf(jf, "},\n");
         }
@@ -480,6 +504,7 @@ done:
     free(ap_fc);
     free(ap_mil);
     free(ap_cell);
+    free(ap_bag);
     free(P.fc);
     free(P.mil);
     free(P.label);
@@ -492,6 +517,8 @@ done:
     free(P.cell_prob);
     free(P.cell_label);
     free(P.cell_truth);
+    free(P.cell_bag_label);
+    free(P.cell_bag_truth);
     if (P.class_names)
         for (int k = 0; k < P.K; k++)
             free(P.class_names[k]);

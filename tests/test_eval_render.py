@@ -79,11 +79,13 @@ def make_pair(d, name, n, k, rng, multilabel=False, treat_offset=0, with_cells=T
         f.create_dataset("masks", data=true.astype(np.uint16) * (np.arange(n) % 5 + 1)[:, None,
                                                                                       None])
         cells = np.array(cells)
+        # A third of the cells look like control cells (-1), unlike their image's label.
+        cell_label = np.where((cells[:, 0] == 0) | (np.arange(len(cells)) % 3 == 2), -1,
+                              labels[cells[:, 0]]).astype(np.int32)
         f.create_dataset("cells/image_index", data=cells[:, 0].astype(np.int32))
         f.create_dataset("cells/x", data=cells[:, 1].astype(np.float32))
         f.create_dataset("cells/y", data=cells[:, 2].astype(np.float32))
-        f.create_dataset("cells/label", data=np.where(cells[:, 0] == 0, -1,
-                                                      labels[cells[:, 0]]).astype(np.int32))
+        f.create_dataset("cells/label", data=cell_label)
     m = len(cells)
     # Probabilities correlated with the labels, so metrics are neither 0 nor 1.
     def probs(rows, lab):
@@ -118,9 +120,9 @@ def make_pair(d, name, n, k, rng, multilabel=False, treat_offset=0, with_cells=T
         f.attrs["config"] = ""
     return dict(out=out, shard=shard, labels=labels, treat=treatments, rep=np.arange(n) % 3,
                 mil=mil, fc=fc,
-                cell_prob=cell_prob, cell_label=np.where(cells[:, 0] == 0, -1,
-                                                         labels[cells[:, 0]]),
-                masks=masks, true=true, multi=multi if multilabel else None)
+                cell_prob=cell_prob, cell_label=cell_label,
+                masks=masks, true=true, multi=multi if multilabel else None,
+                cell_img=cells[:, 0])
 
 
 def iou(a, b):
@@ -241,6 +243,15 @@ def main():
     onehot = np.eye(3, dtype=int)[cl[ck]]
     check(close(e["cells"]["map"], average_precision_score(onehot, cp[ck], average="macro")),
           f"per-cell mAP {e['cells']['map']} equals sklearn's (one class against the rest)")
+    # Every cell labelled with its image's label (paper Table 2, "bag level labels").
+    bag = np.concatenate([A["labels"][A["cell_img"]], B["labels"][B["cell_img"]]])
+    bk = bag >= 0
+    check(close(e["cells_image_label"]["accuracy"], accuracy_score(bag[bk],
+                                                                   np.argmax(cp, 1)[bk])),
+          "per-cell accuracy against image labels equals sklearn's")
+    check(close(e["cells_image_label"]["map"],
+                average_precision_score(np.eye(3, dtype=int)[bag[bk]], cp[bk], average="macro")),
+          "per-cell mAP against image labels equals sklearn's")
     masks = np.concatenate([A["masks"], B["masks"]])
     true = np.concatenate([A["true"], B["true"]])
     want = np.mean([iou(m, t) for m, t in zip(masks, true)])
