@@ -485,8 +485,8 @@ int ms_cmd_eval(int argc, char **argv)
         fprintf(jf, "  \"treatment\": {");
         jnum(jf, "fc", treat_fc, ", ");
         jnum(jf, "mil", treat_mil, ", ");
-        fprintf(jf, "\"count\": %zu},\n  \"masks\": {\"images\": %zu, \"with_truth\": %zu, ", ntreat,
-                P.n_mask_images, P.n_true_images);
+        fprintf(jf, "\"count\": %zu},\n  \"masks\": {\"images\": %zu, \"with_truth\": %zu, ",
+                ntreat, P.n_mask_images, P.n_true_images);
         jnum(jf, "iou_mask_true", m_true, ", ");
         jnum(jf, "iou_otsu_true", o_true, ", ");
         jnum(jf, "iou_mask_otsu", m_otsu, "");

@@ -1,6 +1,6 @@
 /* Score outputs, read through plain HDF5, and the parts of input shards that evaluation and
- * rendering need, through io/shard.h. Strings may be variable- or fixed-length (h5py writes the former, many tools
- * the latter); numbers are converted by HDF5 to the native type asked for. */
+ * rendering need, through io/shard.h. Strings may be variable- or fixed-length (h5py writes
+ * the former, many tools the latter); HDF5 converts numbers to the native type asked for. */
 #include "pipeline/evalio.h"
 
 #include "io/shard.h"
@@ -101,7 +101,8 @@ static ms_status_t read_strings(hid_t obj, int is_attr, hid_t ftype, size_t n, c
     if (vlen) {
         MS_H5CK(H5Tset_size(mt, H5T_VARIABLE), "%s: string type", what);
         MS_ALLOC(vl, n, what);
-        MS_H5CK(is_attr ? H5Aread(obj, mt, vl) : H5Dread(obj, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, vl),
+        MS_H5CK(is_attr ? H5Aread(obj, mt, vl)
+                        : H5Dread(obj, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, vl),
                 "cannot read the strings of %s", what);
         for (size_t i = 0; i < n; i++) {
             res[i] = strdup(vl[i] ? vl[i] : "");

@@ -158,7 +158,8 @@ ms_status_t ms_render_draw(ms_canvas_t *canvas, const ms_render_t *r)
                 size_t i = (size_t)y * W + x;
                 if (heat_p[i] < 0.5f)
                     continue;
-                int edge = (x > 0 && heat_p[i - 1] < 0.5f) || (x < W - 1 && heat_p[i + 1] < 0.5f) ||
+                int edge = (x > 0 && heat_p[i - 1] < 0.5f) ||
+                           (x < W - 1 && heat_p[i + 1] < 0.5f) ||
                            (y > 0 && heat_p[i - W] < 0.5f) || (y < H - 1 && heat_p[i + W] < 0.5f);
                 if (edge)
                     ms_canvas_rect(canvas, x, y, t, t, contour, 1);

@@ -1,8 +1,8 @@
 #!/usr/bin/python3
 """Reference values for tests/test_metrics.c: reads the random data the test wrote and prints
 sklearn's accuracy_score, balanced_accuracy_score and average_precision_score (per class and
-macro mean), and the treatment-level accuracy (median over replicate means) computed independently with
-numpy."""
+macro mean), and the treatment-level accuracy (median over replicate means) computed
+independently with numpy."""
 import sys
 
 import numpy as np

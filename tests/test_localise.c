@@ -467,13 +467,14 @@ static void test_config(void)
     ms_localise_opts_t o;
     CHECK_OK(ms_config_parse(&cfg,
                              "[localise]\nmode = otsu\notsu_channel = 1\nthreshold = fraction\n"
-                             "clip = 0.99\nfraction = 0.3\nunary = soft\nconfidence = 0.9\npairwise = 2\n"
-                             "iterations = 4\ninference = max\ndamping = 0\n",
+                             "clip = 0.99\nfraction = 0.3\nunary = soft\nconfidence = 0.9\n"
+                             "pairwise = 2\niterations = 4\ninference = max\ndamping = 0\n",
                              "test"));
     CHECK_OK(ms_localise_read(cfg, &o));
     CHECK(o.mode == MS_MASK_OTSU && o.otsu_channel == 1 && o.threshold == MS_THRESH_FRACTION &&
-              o.clip == 0.99 && o.fraction == 0.3 && o.unary == MS_UNARY_SOFT && o.confidence == 0.9 &&
-              o.pairwise == 2 && o.iterations == 4 && o.max_product == 1 && o.damping == 0,
+              o.clip == 0.99 && o.fraction == 0.3 && o.unary == MS_UNARY_SOFT &&
+              o.confidence == 0.9 && o.pairwise == 2 && o.iterations == 4 &&
+              o.max_product == 1 && o.damping == 0,
           "every [localise] key is read");
     CHECK_OK(ms_config_check_used(cfg));
     ms_config_free(cfg);
