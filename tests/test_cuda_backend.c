@@ -1,6 +1,6 @@
 /* The CUDA backend against the reference backend in double (bf16: against an oracle that
- * also rounds to bf16 where the backend stores bf16, see the tolerances): every layer kind in a small
- * network of its own, every MIL pooling function and head, and the paper's network, forward
+ * also rounds to bf16 where the backend stores bf16, see the tolerances): every layer kind in
+ * a small network of its own, every MIL pooling function and head, the paper's network, forward
  * and backward (outputs, loss, every parameter gradient, the input gradient, guided
  * backprop, one Adam step) in fp32, TF32 and bf16, on fresh random inputs. The CUDA plan's
  * arena is poisoned with NaN (MILSCREEN_CUDA_POISON) and a different batch runs first, so an
