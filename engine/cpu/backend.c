@@ -63,6 +63,7 @@ typedef struct {
     dnnl_memory_t m_ws;              /* max pooling's argmax workspace */
     /* dropout */
     uint8_t *mask;                   /* keep flags of the last forward, in md's layout */
+    int box;                         /* avg pooling by avgpool_plain_s1() in the forward */
     /* a deferred data backward (see cpu_backward) */
     int deferred, dflags, dhas_pass;
     ms_pass_t dpass;
@@ -78,6 +79,12 @@ typedef struct {
     dnnl_memory_desc_t in_md;  /* (N,C,H,W) plain */
     float *x, *dx;             /* input and its gradient, plain NCHW */
     dnnl_memory_t m_x, m_dx;
+    /* the input as the first layer reads it: x_md (MS_CPU_INPUT_LAYOUT) or plain; xb, dxb
+     * alias x, dx when plain */
+    dnnl_memory_desc_t x_md;
+    float *xb, *dxb;
+    dnnl_memory_t m_xb, m_dxb;
+    reorder_t r_x, r_dx;
     void *scratch;             /* user-mode scratchpad shared by every primitive */
     size_t scratch_bytes;
     /* MIL: the map layer's output as plain (N,K,mh,mw), and its gradient */
@@ -185,6 +192,49 @@ static void dropout_back(float *din, const float *dout, const uint8_t *mask, siz
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
     for (size_t i = 0; i < n; i++)
         din[i] = mask[i] ? dout[i] * scale : 0.0f;
+}
+
+/* Average pooling k x k, stride 1, no padding, on plain NCHW planes: every window lies
+ * inside the input (out = in - k + 1, ceil or floor), so it is a box filter: column sums of
+ * k rows, then k of them along the row. oneDNN has only a slow reference kernel for plain
+ * layouts with few channels (the network's first layer on 3 channels). */
+static void avgpool_plain_s1(float *out, const float *in, int NC, int H, int W, int k)
+{
+    const int OH = H - k + 1, OW = W - k + 1;
+    const float inv = 1.0f / (float)(k * k);
+#pragma omp parallel
+    {
+        float *col = malloc(sizeof(float) * (size_t)W); /* per thread, once per call */
+#pragma omp for collapse(2) schedule(static)
+        for (int p = 0; p < NC; p++)
+            for (int oy = 0; oy < OH; oy++) {
+                const float *x = in + ((size_t)p * H + oy) * W;
+                float *y = out + ((size_t)p * OH + oy) * OW;
+                if (!col) /* no memory for the row: the plain sum */
+                    for (int ox = 0; ox < OW; ox++) {
+                        float s = 0;
+                        for (int dy = 0; dy < k; dy++)
+                            for (int dx = 0; dx < k; dx++)
+                                s += x[(size_t)dy * W + ox + dx];
+                        y[ox] = s * inv;
+                    }
+                else {
+                    for (int ix = 0; ix < W; ix++) {
+                        float s = 0;
+                        for (int dy = 0; dy < k; dy++)
+                            s += x[(size_t)dy * W + ix];
+                        col[ix] = s;
+                    }
+                    for (int ox = 0; ox < OW; ox++) {
+                        float s = 0;
+                        for (int dx = 0; dx < k; dx++)
+                            s += col[ox + dx];
+                        y[ox] = s * inv;
+                    }
+                }
+            }
+        free(col);
+    }
 }
 
 /* dout where out > 0, else 0 (the ReLU mask from the forward output); din may be dout. */
@@ -400,6 +450,12 @@ static void cpu_plan_destroy(ms_backend_t *be, ms_plan_t *pl)
     for (int i = 0; i < cp->nmems; i++)
         dnnl_memory_destroy(cp->mems[i]);
     free(cp->L);
+    reorder_free(&cp->r_x);
+    reorder_free(&cp->r_dx);
+    if (cp->xb != cp->x)
+        free(cp->xb);
+    if (cp->dxb != cp->dx)
+        free(cp->dxb);
     free(cp->x);
     free(cp->dx);
     free(cp->scratch);
@@ -438,10 +494,25 @@ static ms_status_t plan_conv(cpu_ctx_t *c, cpu_plan_t *cp, ms_plan_t *pl, int l,
 
     /* forward_training: the backward primitives take it as their hint */
     dnnl_convolution_desc_t fd, bdd, bwd;
-    DN(nm, dnnl_convolution_forward_desc_init(&fd, dnnl_forward_training,
-                                              dnnl_convolution_direct, &src_any, &w_any, &b_md,
-                                              &dst_any, strides, pad, pad));
-    DN(nm, dnnl_primitive_desc_create(&cl->fwd.pd, &fd, a_fwd, c->eng, NULL));
+    /* First the input exactly in the previous layer's layout (no reorder between layers);
+     * if oneDNN has no JIT kernel for it, whatever layout it prefers. */
+    const char *impl = NULL;
+    if (dnnl_convolution_forward_desc_init(&fd, dnnl_forward_training, dnnl_convolution_direct,
+                                           in_md, &w_any, &b_md, &dst_any, strides, pad,
+                                           pad) == dnnl_success &&
+        dnnl_primitive_desc_create(&cl->fwd.pd, &fd, a_fwd, c->eng, NULL) == dnnl_success &&
+        (dnnl_primitive_desc_query(cl->fwd.pd, dnnl_query_impl_info_str, 0, &impl) !=
+             dnnl_success ||
+         !impl || !strstr(impl, "jit"))) {
+        dnnl_primitive_desc_destroy(cl->fwd.pd);
+        cl->fwd.pd = NULL;
+    }
+    if (!cl->fwd.pd) {
+        DN(nm, dnnl_convolution_forward_desc_init(&fd, dnnl_forward_training,
+                                                  dnnl_convolution_direct, &src_any, &w_any,
+                                                  &b_md, &dst_any, strides, pad, pad));
+        DN(nm, dnnl_primitive_desc_create(&cl->fwd.pd, &fd, a_fwd, c->eng, NULL));
+    }
     MS_TRY(prim_make(cp, &cl->fwd, nm));
     DN(nm, dnnl_convolution_backward_data_desc_init(&bdd, dnnl_convolution_direct, &src_any,
                                                     &w_any, &dst_any, strides, pad, pad));
@@ -582,6 +653,12 @@ static ms_status_t plan_pool(cpu_ctx_t *c, cpu_plan_t *cp, ms_plan_t *pl, int l,
         MS_FAIL(MS_ENOMEM, "out of memory (%zu bytes) for layer %s", ob, nm);
     MS_TRY(mem_new(c, cl, &cl->m_out, &cl->md, cl->out, nm));
     MS_TRY(mem_new(c, cl, &cl->m_dout, &cl->md, cl->dout, nm));
+    dnnl_memory_desc_t pin, pout;
+    md_plain4(&pin, pl->n, L->c, L->h, L->w);
+    md_plain4(&pout, pl->n, L->oc, L->oh, L->ow);
+    cl->box = !is_max && s->stride == 1 && s->pad == 0 && L->oh == L->h - s->size + 1 &&
+              L->ow == L->w - s->size + 1 && dnnl_memory_desc_equal(in_md, &pin) &&
+              dnnl_memory_desc_equal(&cl->md, &pout);
     const dnnl_memory_desc_t *ws = pd_md(&cl->fwd, dnnl_query_workspace_md);
     if (ws && md_bytes(ws)) {
         void *b;
@@ -624,6 +701,8 @@ static void poison_plan(ms_plan_t *pl)
     }
     poison(cp->x, md_bytes(&cp->in_md));
     poison(cp->dx, md_bytes(&cp->in_md));
+    poison(cp->xb, md_bytes(&cp->x_md));
+    poison(cp->dxb, md_bytes(&cp->x_md));
     if (cp->own_z) {
         size_t zb = out_count(pl, pl->spec->mil - 1) * sizeof(float);
         poison(cp->z, zb);
@@ -658,14 +737,37 @@ static ms_status_t cpu_plan_create(ms_backend_t *be, ms_plan_t *pl)
                 pl->h, pl->w);
     MS_TRY(mem_new(c, cp, &cp->m_x, &cp->in_md, cp->x, "input"));
     MS_TRY(mem_new(c, cp, &cp->m_dx, &cp->in_md, cp->dx, "input"));
+    cp->x_md = cp->in_md;
+    const char *lay = getenv("MS_CPU_INPUT_LAYOUT");
+    if (lay && strcmp(lay, "nchw")) {
+        dnnl_dims_t d = {pl->n, sp->channels, pl->h, pl->w};
+        dnnl_format_tag_t tag = !strcmp(lay, "nhwc")      ? dnnl_nhwc
+                                : !strcmp(lay, "nChw8c")  ? dnnl_nChw8c
+                                : !strcmp(lay, "nChw16c") ? dnnl_nChw16c
+                                                          : dnnl_format_tag_undef;
+        if (tag == dnnl_format_tag_undef)
+            MS_FAIL(MS_EARG, "MS_CPU_INPUT_LAYOUT=%s: one of nchw, nhwc, nChw8c, nChw16c", lay);
+        DN("input", dnnl_memory_desc_init_by_tag(&cp->x_md, 4, d, dnnl_f32, tag));
+    }
+    if (dnnl_memory_desc_equal(&cp->x_md, &cp->in_md)) {
+        cp->xb = cp->x, cp->dxb = cp->dx, cp->m_xb = cp->m_x, cp->m_dxb = cp->m_dx;
+    } else {
+        size_t bb = md_bytes(&cp->x_md);
+        if (!(cp->xb = xalloc(bb)) || !(cp->dxb = xalloc(bb)))
+            MS_FAIL(MS_ENOMEM, "out of memory for the input");
+        MS_TRY(mem_new(c, cp, &cp->m_xb, &cp->x_md, cp->xb, "input"));
+        MS_TRY(mem_new(c, cp, &cp->m_dxb, &cp->x_md, cp->dxb, "input"));
+        MS_TRY(reorder_make(c, cp, &cp->r_x, cp->m_x, cp->m_xb, "input"));
+        MS_TRY(reorder_make(c, cp, &cp->r_dx, cp->m_dxb, cp->m_dx, "input"));
+    }
 
     for (int l = 0; l < nl; l++) {
         const ms_layer_t *L = &pl->layers[l];
         const char *nm = L->spec->name;
         cpu_layer_t *cl = &cp->L[l];
-        const dnnl_memory_desc_t *in_md = l ? &cp->L[l - 1].md : &cp->in_md;
-        dnnl_memory_t m_in = l ? cp->L[l - 1].m_out : cp->m_x;
-        dnnl_memory_t m_din = l ? cp->L[l - 1].m_dout : cp->m_dx;
+        const dnnl_memory_desc_t *in_md = l ? &cp->L[l - 1].md : &cp->x_md;
+        dnnl_memory_t m_in = l ? cp->L[l - 1].m_out : cp->m_xb;
+        dnnl_memory_t m_din = l ? cp->L[l - 1].m_dout : cp->m_dxb;
         switch (L->spec->kind) {
         case MS_LAYER_CONV:
             MS_TRY(plan_conv(c, cp, pl, l, in_md, m_in, m_din));
@@ -790,7 +892,7 @@ static ms_status_t cpu_set_input(ms_backend_t *be, ms_plan_t *pl, const void *x)
 {
     cpu_plan_t *cp = pl->be;
     memcpy(cp->x, x, (size_t)pl->n * pl->spec->channels * pl->h * pl->w * sizeof(float));
-    return MS_OK;
+    return reorder_run(be->ctx, &cp->r_x, "input");
 }
 
 static void mil_params(const ms_layer_spec_t *s, ms_mil_params_t *m)
@@ -817,8 +919,8 @@ static ms_status_t cpu_forward(ms_backend_t *be, ms_plan_t *pl, int l, const voi
     const ms_layer_spec_t *s = L->spec;
     const char *nm = s->name;
     const float *P = params;
-    const float *in = l ? cp->L[l - 1].out : cp->x;
-    dnnl_memory_t m_in = l ? cp->L[l - 1].m_out : cp->m_x;
+    const float *in = l ? cp->L[l - 1].out : cp->xb;
+    dnnl_memory_t m_in = l ? cp->L[l - 1].m_out : cp->m_xb;
     if (l == 0)
         drop_deferred(pl);
     switch (s->kind) {
@@ -834,6 +936,10 @@ static ms_status_t cpu_forward(ms_backend_t *be, ms_plan_t *pl, int l, const voi
     }
     case MS_LAYER_MAXPOOL:
     case MS_LAYER_AVGPOOL: {
+        if (cl->box) {
+            avgpool_plain_s1(cl->out, in, pl->n * L->c, L->h, L->w, s->size);
+            break;
+        }
         dnnl_exec_arg_t a[4] = {{DNNL_ARG_SRC, m_in}, {DNNL_ARG_DST, cl->m_out},
                                 {DNNL_ARG_WORKSPACE, cl->m_ws}};
         MS_TRY(exec(c, &cl->fwd, a, cl->m_ws ? 3 : 2, nm));
@@ -924,10 +1030,10 @@ static ms_status_t backward_layer(ms_backend_t *be, ms_plan_t *pl, int l, const 
     const float *P = params;
     float *G = grads;
     const int data = flags & MS_BWD_DATA, wts = (flags & MS_BWD_WEIGHTS) && G;
-    const float *in = l ? cp->L[l - 1].out : cp->x;
-    float *din = l ? cp->L[l - 1].dout : cp->dx;
-    dnnl_memory_t m_din = l ? cp->L[l - 1].m_dout : cp->m_dx;
-    const dnnl_memory_desc_t *in_md = l ? &cp->L[l - 1].md : &cp->in_md;
+    const float *in = l ? cp->L[l - 1].out : cp->xb;
+    float *din = l ? cp->L[l - 1].dout : cp->dxb;
+    dnnl_memory_t m_din = l ? cp->L[l - 1].m_dout : cp->m_dxb;
+    const dnnl_memory_desc_t *in_md = l ? &cp->L[l - 1].md : &cp->x_md;
     switch (s->kind) {
     case MS_LAYER_CONV:
         if (s->relu && !(flags & BWD_MASKED))
@@ -996,6 +1102,8 @@ static ms_status_t backward_layer(ms_backend_t *be, ms_plan_t *pl, int l, const 
     }
     if (data && (flags & MS_BWD_GUIDED))
         clamp_neg(din, md_bytes(in_md) / sizeof(float));
+    if (l == 0 && data)
+        MS_TRY(reorder_run(c, &cp->r_dx, nm));
 done:
     return st;
 }
