@@ -299,8 +299,8 @@ static ms_status_t layer_table(ms_net_t *net, const float *x, const float *t, in
     }
     printf("\n  per layer (batch %d, %dx%d, median of %d; each layer waited for alone, so the\n"
            "  sum exceeds the step time by the launch gaps):\n", pl->n, pl->h, pl->w, reps);
-    printf("  %-8s %-10s %-18s %9s %9s %9s %9s %9s\n", "layer", "type", "output CxHxW",
-           "GFLOP/img", "fwd ms", "bwd ms", "fwd TF/s", "bwd TF/s");
+    printf("  %-8s %-10s %-18s %9s %9s %9s %9s %9s  %s\n", "layer", "type", "output CxHxW",
+           "GFLOP/img", "fwd ms", "bwd ms", "fwd TF/s", "bwd TF/s", "cuDNN algorithms");
     double sf = 0, sb = 0, flops = 0;
     for (int l = 0; l < nl; l++) {
         const ms_layer_t *L = &pl->layers[l];
@@ -314,9 +314,11 @@ static ms_status_t layer_table(ms_net_t *net, const float *x, const float *t, in
         /* backward of a convolution is two convolutions of the forward's cost (data and
          * filter); the first layer's data gradient is not computed */
         double flb = L->spec->kind == MS_LAYER_CONV ? (l > 0 ? 2 : 1) * fl : 0;
-        printf("  %-8s %-10s %-18s %9.2f %9.3f %9.3f %9.1f %9.1f\n", L->spec->name,
+        char algos[128];
+        ms_cuda_conv_algos(be, pl, l, algos, sizeof algos);
+        printf("  %-8s %-10s %-18s %9.2f %9.3f %9.3f %9.1f %9.1f  %s\n", L->spec->name,
                ms_layer_kind_name(L->spec->kind), shape, L->flops / 1e9, tf * 1e3, tb * 1e3,
-               fl > 0 ? fl / tf / 1e12 : 0.0, flb > 0 ? flb / tb / 1e12 : 0.0);
+               fl > 0 ? fl / tf / 1e12 : 0.0, flb > 0 ? flb / tb / 1e12 : 0.0, algos);
         sf += tf;
         sb += tb;
         flops += L->flops;

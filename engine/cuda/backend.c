@@ -46,6 +46,7 @@ typedef struct {
     cudaStream_t stream;
     cudnnHandle_t dnn;
     size_t ws_limit;
+    int deterministic;       /* prefer deterministic convolution algorithms */
     conv_algos_t *cache;     /* the algorithm cache, for the backend's lifetime */
     int ncache, capcache;
     ms_cuda_memory_t mem;
@@ -273,7 +274,8 @@ static int exact_filter(cudnnConvolutionBwdFilterAlgo_t a)
 
 /* From cudnnFind's list (fastest first): the fastest deterministic algorithm that succeeded
  * within the workspace bound, else the fastest that did. Deterministic ones are preferred so
- * that a resumed run repeats its arithmetic. Returns the index or -1. */
+ * that a resumed run repeats its arithmetic; MILSCREEN_CUDA_DETERMINISTIC=0 takes the fastest
+ * (to measure what the preference costs). Returns the index or -1. */
 #define PICK(perf, n, c, exact)                                                        \
     ({                                                                                 \
         int best_ = -1, any_ = -1;                                                     \
@@ -287,7 +289,7 @@ static int exact_filter(cudnnConvolutionBwdFilterAlgo_t a)
             if (best_ < 0 && (perf)[i_].determinism == CUDNN_DETERMINISTIC)            \
                 best_ = i_;                                                            \
         }                                                                              \
-        best_ >= 0 ? best_ : any_;                                                     \
+        best_ >= 0 && (c)->deterministic ? best_ : any_;                               \
     })
 
 static ms_status_t find_algos(cuda_ctx_t *c, conv_state_t *cs, const conv_key_t *key,
@@ -905,6 +907,22 @@ void ms_cuda_memory_reset_peak(ms_backend_t *be)
         ctx_of(be)->mem.peak = ctx_of(be)->mem.now;
 }
 
+void ms_cuda_conv_algos(ms_backend_t *be, const ms_plan_t *plan, int layer, char *buf,
+                        size_t n)
+{
+    if (n)
+        buf[0] = 0;
+    if (!be || strcmp(be->name, "cuda") || !plan || layer < 0 || layer >= plan->spec->nlayers ||
+        plan->layers[layer].spec->kind != MS_LAYER_CONV || !plan->layers[layer].be)
+        return;
+    const conv_state_t *cs = plan->layers[layer].be;
+    const conv_algos_t *a = &cs->algo;
+    snprintf(buf, n, "fwd %d data %d filter %d, ws %zu/%zu/%zu MiB%s", (int)a->fwd,
+             (int)a->data, a->have_filter ? (int)a->filter : -1, a->fwd_ws >> 20,
+             a->data_ws >> 20, a->filter_ws >> 20,
+             cs->cp != plan->layers[layer].c ? ", channels padded" : "");
+}
+
 ms_status_t ms_backend_cuda(ms_backend_t **out, int device, const char *precision)
 {
     ms_status_t st = MS_OK;
@@ -936,6 +954,10 @@ ms_status_t ms_backend_cuda(ms_backend_t **out, int device, const char *precisio
     c->bf16 = prec == PREC_BF16;
     c->es = c->bf16 ? 2 : 4;
     c->ws_limit = (size_t)DEFAULT_WORKSPACE_MB << 20;
+    {
+        const char *env = getenv("MILSCREEN_CUDA_DETERMINISTIC");
+        c->deterministic = !(env && !strcmp(env, "0"));
+    }
     {
         const char *env = getenv("MILSCREEN_CUDA_WORKSPACE_MB");
         char *end = NULL;

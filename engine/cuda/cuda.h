@@ -1,5 +1,5 @@
-/* What the CUDA backend offers beyond engine/backend.h: its memory accounting, for
- * `milscreen bench --gpu` (peak device memory next to PyTorch's max_memory_allocated). */
+/* What the CUDA backend offers beyond engine/backend.h, for `milscreen bench --gpu`: its
+ * memory accounting (next to PyTorch's max_memory_allocated) and the algorithms it chose. */
 #ifndef MS_CUDA_H
 #define MS_CUDA_H
 
@@ -23,6 +23,10 @@ typedef struct {
 ms_status_t ms_cuda_memory(ms_backend_t *be, ms_cuda_memory_t *m);
 /* Forgets the peak: it becomes the bytes held now. */
 void ms_cuda_memory_reset_peak(ms_backend_t *be);
+/* The cuDNN algorithms a convolution layer of the plan runs with, as one short line
+ * ("fwd 1 data 1 filter 0, ws 12/0/3 MiB, C 3->8"); "" for other layers or backends. */
+void ms_cuda_conv_algos(ms_backend_t *be, const ms_plan_t *plan, int layer, char *buf,
+                        size_t n);
 
 #ifdef __cplusplus
 }
