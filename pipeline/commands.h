@@ -8,6 +8,7 @@ int ms_cmd_bench(int argc, char **argv);
 int ms_cmd_eval(int argc, char **argv);
 int ms_cmd_render(int argc, char **argv);
 int ms_cmd_synth(int argc, char **argv);
+int ms_cmd_ingest(int argc, char **argv);
 
 /* bench sections, one file each */
 int ms_bench_cpu(int argc, char **argv);
