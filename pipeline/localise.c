@@ -101,16 +101,20 @@ void ms_localise_defaults(ms_localise_opts_t *o)
     *o = (ms_localise_opts_t){
         .mode = MS_MASK_JACOBIAN,
         .otsu_channel = -1,
-        /* Otsu rather than a fraction of the max: guided-backprop maps are heavy-tailed, and
-         * one hot pixel moves max(map) (and with it a fixed-fraction threshold) by a lot,
-         * while Otsu's split depends on the whole distribution and needs no tuning per data
-         * set; it is also the same rule as the baseline, which makes the IoU comparison fair. */
-        .threshold = MS_THRESH_OTSU,
+        /* Otsu rather than a fraction of the max: one hot pixel moves max(map) (and with it a
+         * fixed-fraction threshold) by a lot, while Otsu's split depends on the whole
+         * distribution and needs no tuning per data set. On the logarithm: guided-backprop
+         * maps span orders of magnitude (the PyTorch twin trained on the tiny synthetic set:
+         * median 2e-5, 99th percentile 0.25, max 3.7), and on linear values Otsu keeps only
+         * the brightest 1% of pixels: mean IoU with the true cells 0.04 there, 0.45 with
+         * Otsu on the logarithm (the cells cover 30%). */
+        .threshold = MS_THRESH_LOG_OTSU,
         /* Clipping first: a handful of hot pixels (a few hundredths of a percent of the map)
          * can hold more between-class variance than the whole objects-versus-background
-         * split, and then both Otsu and a fraction of the max isolate just them (the
+         * split, and then linear Otsu and a fraction of the max isolate just them (the
          * hot-pixel case in tests/test_localise.c). Capping at the 99.9th percentile takes
-         * their weight away and leaves objects down to 0.1% of the image intact. */
+         * their weight away and leaves objects down to 0.1% of the image intact. The log
+         * already tames them; the clip costs one selection and keeps the modes alike. */
         .clip = 0.999,
         .fraction = 0.2,
         .unary = MS_UNARY_BINARY,
@@ -135,7 +139,7 @@ ms_status_t ms_localise_read(ms_config_t *cfg, ms_localise_opts_t *o)
 {
     ms_status_t st = MS_OK;
     static const char *const modes[] = {"jacobian", "otsu", NULL};
-    static const char *const thresholds[] = {"otsu", "fraction", NULL};
+    static const char *const thresholds[] = {"log-otsu", "otsu", "fraction", NULL};
     static const char *const unaries[] = {"binary", "soft", NULL};
     static const char *const inference[] = {"sum", "max", NULL};
     int mode, thr, un, inf;
@@ -143,7 +147,7 @@ ms_status_t ms_localise_read(ms_config_t *cfg, ms_localise_opts_t *o)
     ms_localise_defaults(o);
     MS_TRY(ms_config_choice(cfg, "localise", "mode", "jacobian", modes, &mode));
     MS_TRY(ms_config_int(cfg, "localise", "otsu_channel", -1, -1, 1024, &ch));
-    MS_TRY(ms_config_choice(cfg, "localise", "threshold", "otsu", thresholds, &thr));
+    MS_TRY(ms_config_choice(cfg, "localise", "threshold", "log-otsu", thresholds, &thr));
     MS_TRY(ms_config_real(cfg, "localise", "clip", o->clip, 0.5, 1, &o->clip));
     MS_TRY(ms_config_real(cfg, "localise", "fraction", o->fraction, 0, 1, &o->fraction));
     MS_TRY(ms_config_choice(cfg, "localise", "unary", "binary", unaries, &un));
@@ -228,7 +232,26 @@ ms_status_t ms_map_threshold(const float *map, size_t n, const ms_localise_opts_
             c[i] = map[i] > cap ? cap : map[i];
         x = c;
     }
-    if (o->threshold == MS_THRESH_OTSU) {
+    if (o->threshold == MS_THRESH_LOG_OTSU) {
+        size_t m = 0;
+        float first = 0;
+        if (!c)
+            MS_ALLOC(c, n, "log map");
+        for (size_t i = 0; i < n; i++)
+            if (x[i] > 0 && isfinite(x[i])) {
+                first = m ? first : x[i];
+                c[m++] = logf(x[i]); /* in place when clipped: fine, as m <= i */
+            }
+        float tl = ms_otsu_threshold(c, m);
+        *t = m ? expf(tl) : 0;
+        /* One positive value only: nothing to split; as for Otsu on a constant, nothing is
+         * foreground (exp(log(v)) may round below v, so use v itself). */
+        int distinct = 0;
+        for (size_t i = 1; i < m && !distinct; i++)
+            distinct = c[i] != c[0];
+        if (m && !distinct)
+            *t = first;
+    } else if (o->threshold == MS_THRESH_OTSU) {
         *t = ms_otsu_threshold(x, n);
     } else {
         float hi = 0; /* maps are >= 0; an empty or all-zero map thresholds at 0 */

@@ -29,7 +29,7 @@ float ms_otsu_threshold(const float *x, size_t n);
 #define MS_OTSU_SUM_LOW 0.001
 ms_status_t ms_otsu_mask(uint8_t *mask, const float *img, int C, int H, int W, int channel);
 
-typedef enum { MS_THRESH_OTSU, MS_THRESH_FRACTION } ms_thresh_mode_t;
+typedef enum { MS_THRESH_LOG_OTSU, MS_THRESH_OTSU, MS_THRESH_FRACTION } ms_thresh_mode_t;
 typedef enum { MS_UNARY_BINARY, MS_UNARY_SOFT } ms_unary_mode_t;
 typedef enum { MS_MASK_JACOBIAN, MS_MASK_OTSU } ms_mask_mode_t;
 
@@ -47,16 +47,18 @@ typedef struct {
     double damping;             /* new = (1-d) * update + d * old, in [0, 1) */
 } ms_localise_opts_t;
 
-/* Defaults (see localise.c for why): Jacobian masks, Otsu threshold on the map clipped at
- * its 99.9th percentile, binary unary with confidence 0.8, Potts strength 1, 10 sum-product
+/* Defaults (see localise.c for why): Jacobian masks, Otsu threshold on the logarithm of the
+ * map's positive values, after clipping at its 99.9th percentile, binary unary with confidence 0.8, Potts strength 1, 10 sum-product
  * sweeps, damping 0.5. */
 void ms_localise_defaults(ms_localise_opts_t *o);
 /* Reads the [localise] section (keys: mode, otsu_channel, threshold, clip, fraction, unary,
  * confidence, pairwise, iterations, inference, damping); missing keys keep the defaults. */
 ms_status_t ms_localise_read(ms_config_t *cfg, ms_localise_opts_t *o);
 
-/* Threshold *t of a map by o: values clipped at the o->clip quantile, then Otsu on them, or
- * o->fraction times their max. */
+/* Threshold *t of a map by o (foreground is map > t): values clipped at the o->clip quantile,
+ * then Otsu on the logarithms of the positive ones (zeros are background: guided backprop
+ * gives exact zeros wherever no positive path reaches), Otsu on the values, or o->fraction
+ * times their max. */
 ms_status_t ms_map_threshold(const float *map, size_t n, const ms_localise_opts_t *o, float *t);
 /* The q-quantile (0 <= q <= 1) of the finite values of x[n] (the value of rank
  * floor(q (m - 1)) among the m finite ones, as numpy's 'lower' method); 0 when none. */

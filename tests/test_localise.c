@@ -370,8 +370,10 @@ static void test_jacobian_denoise(void)
             ms_unary_mode_t unary;
             int max_product;
             ms_thresh_mode_t thr;
-        } variants[] = {{MS_UNARY_BINARY, 0, MS_THRESH_OTSU},
-                        {MS_UNARY_BINARY, 1, MS_THRESH_OTSU},
+        } variants[] = {{MS_UNARY_BINARY, 0, MS_THRESH_LOG_OTSU},
+                        {MS_UNARY_BINARY, 1, MS_THRESH_LOG_OTSU},
+                        {MS_UNARY_SOFT, 0, MS_THRESH_LOG_OTSU},
+                        {MS_UNARY_BINARY, 0, MS_THRESH_OTSU},
                         {MS_UNARY_SOFT, 0, MS_THRESH_OTSU},
                         {MS_UNARY_BINARY, 0, MS_THRESH_FRACTION}};
         for (size_t v = 0; v < sizeof variants / sizeof *variants; v++) {
@@ -404,18 +406,25 @@ static void test_jacobian_denoise(void)
         for (int j = 0; j < 20; j++)
             map[(int)(uniform() * H * W)] = 4.0f;
         ms_localise_opts_t ov = o;
-        double iou[2][2]; /* [clip off/on][otsu/fraction] */
+        double iou[2][3]; /* [clip off/on][log-otsu, otsu, fraction] */
         for (int clip = 0; clip < 2; clip++)
-            for (int frac = 0; frac < 2; frac++) {
+            for (int mode = 0; mode < 3; mode++) {
                 ov.clip = clip ? o.clip : 1;
-                ov.threshold = frac ? MS_THRESH_FRACTION : MS_THRESH_OTSU;
+                ov.threshold = mode == 0   ? MS_THRESH_LOG_OTSU
+                               : mode == 1 ? MS_THRESH_OTSU
+                                           : MS_THRESH_FRACTION;
                 CHECK_OK(ms_jacobian_mask(m, map, H, W, &ov));
-                iou[clip][frac] = ms_mask_iou(m, truth, (size_t)H * W);
+                iou[clip][mode] = ms_mask_iou(m, truth, (size_t)H * W);
             }
-        CHECK(iou[0][0] < 0.2 && iou[0][1] < 0.2, "hot pixels, no clipping: Otsu (IoU %.3f) and "
-              "a fraction of the max (%.3f) both isolate the hot pixels", iou[0][0], iou[0][1]);
-        CHECK(iou[1][0] > 0.9 && iou[1][1] > 0.9, "hot pixels, clipped at the 99.9th percentile: "
-              "IoU %.3f with Otsu, %.3f with a fraction", iou[1][0], iou[1][1]);
+        printf("hot pixels: IoU without clipping log-Otsu %.3f Otsu %.3f fraction %.3f; "
+               "clipped %.3f %.3f %.3f\n", iou[0][0], iou[0][1], iou[0][2], iou[1][0],
+               iou[1][1], iou[1][2]);
+        CHECK(iou[0][1] < 0.2 && iou[0][2] < 0.2, "hot pixels, no clipping: Otsu (IoU %.3f) and "
+              "a fraction of the max (%.3f) both isolate the hot pixels", iou[0][1], iou[0][2]);
+        CHECK(iou[1][1] > 0.9 && iou[1][2] > 0.9, "hot pixels, clipped at the 99.9th percentile: "
+              "IoU %.3f with Otsu, %.3f with a fraction", iou[1][1], iou[1][2]);
+        CHECK(iou[0][0] > 0.9 && iou[1][0] > 0.9, "log-Otsu (the default) is unmoved by hot "
+              "pixels, clipped (IoU %.3f) or not (%.3f)", iou[1][0], iou[0][0]);
     }
 
     /* Deterministic: the same input gives the same bytes. */
@@ -436,6 +445,13 @@ static void test_jacobian_denoise(void)
     for (int i = 0; i < H * W; i++)
         map[i] = 1;
     CHECK_OK(ms_jacobian_mask(m, map, H, W, &o));
+    ones = 0;
+    for (int i = 0; i < H * W; i++)
+        ones += m[i];
+    CHECK(ones == 0, "a constant map with log-Otsu gives an empty mask (%d ones)", ones);
+    ms_localise_opts_t ol = o;
+    ol.threshold = MS_THRESH_OTSU;
+    CHECK_OK(ms_jacobian_mask(m, map, H, W, &ol));
     ones = 0;
     for (int i = 0; i < H * W; i++)
         ones += m[i];
