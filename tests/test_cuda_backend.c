@@ -13,10 +13,12 @@
 #include <unistd.h>
 
 #include "engine/backend.h"
+#include "engine/cuda/cuda.h"
 #include "engine/net.h"
 #include "engine/ref/ref.h"
 #include "engine/rng.h"
 #include "ms_build_config.h"
+#include "pipeline/localise.h"
 #include "tests/check.h"
 
 /* Tolerances on the relative error ||gpu - oracle||_2 / ||oracle||_2 of a whole tensor.
@@ -621,6 +623,47 @@ out:
     ms_backend_close(gpu);
 }
 
+/* LBP on the GPU against the CPU's ms_lbp_binary on noisy blobs, sum- and max-product: the
+ * same arithmetic in the same order, but the GPU's expf/logf may differ from glibc's by an
+ * ulp or two, which can flip a pixel whose belief is within rounding of 0: at most 1 in
+ * 1,000 pixels may differ. */
+static void check_lbp(void)
+{
+    ms_backend_t *gpu = NULL;
+    CHECK_OK(ms_backend_cuda(&gpu, 0, "bf16"));
+    if (!gpu)
+        return;
+    const int H = 157, W = 211;
+    const size_t hw = (size_t)H * W;
+    float *u = malloc(4 * hw);
+    uint8_t *a = malloc(hw), *b = malloc(hw);
+    for (int y = 0; y < H; y++)
+        for (int x = 0; x < W; x++) {
+            /* two discs of evidence for 1 in a field for 0, plus uniform noise */
+            double d1 = hypot(y - 50, x - 60), d2 = hypot(y - 110, x - 150);
+            double v = (d1 < 30 || d2 < 22) ? 1.0 : -1.0;
+            double noise = 3.0 * (ms_uniform(77, (size_t)y * W + x) - 0.5);
+            u[(size_t)y * W + x] = (float)(1.2 * v + noise);
+        }
+    for (int maxp = 0; maxp <= 1; maxp++) {
+        CHECK_OK(ms_lbp_binary(a, u, H, W, 1.0, 10, maxp, 0.5));
+        CHECK_OK(ms_cuda_lbp_binary(gpu, b, u, H, W, 1.0, 10, maxp, 0.5));
+        size_t diff = 0, ones = 0;
+        for (size_t i = 0; i < hw; i++) {
+            diff += a[i] != b[i];
+            ones += a[i];
+        }
+        printf("  lbp %s-product: %zu of %zu pixels differ from the CPU (%zu foreground)\n",
+               maxp ? "max" : "sum", diff, hw, ones);
+        CHECK(diff * 1000 <= hw, "LBP (%s-product): %zu of %zu pixels differ from the CPU",
+              maxp ? "max" : "sum", diff, hw);
+        CHECK(ones > hw / 20 && ones < hw / 2, "LBP: a degenerate test mask (%zu of %zu)", ones,
+              hw);
+    }
+    free(u), free(a), free(b);
+    ms_backend_close(gpu);
+}
+
 #define NET(extra) "[net]\nchannels = 3\nclasses = 4\n" extra
 #define HEAD(pool, head) "[mil]\ntype = mil\npool = " pool "\na = 7.5\nr = 2.5\n" \
                          "[fc]\ntype = fc\nhead = " head "\n"
@@ -674,5 +717,6 @@ int main(void)
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
         check_case(&cases[i]);
     check_adam_exact();
+    check_lbp();
     return check_summary();
 }

@@ -50,6 +50,8 @@ typedef struct {
     conv_algos_t *cache;     /* the algorithm cache, for the backend's lifetime */
     int ncache, capcache;
     ms_cuda_memory_t mem;
+    char *lbp;               /* LBP scratch: unary, two message generations, the mask */
+    size_t lbp_bytes;
     char desc[1024];
 } cuda_ctx_t;
 
@@ -883,6 +885,10 @@ static void cuda_destroy(ms_backend_t *be)
     cuda_ctx_t *c = be ? be->ctx : NULL;
     if (c) {
         cudaSetDevice(c->device);
+        if (c->lbp) {
+            cudaStreamSynchronize(c->stream);
+            cudaFree(c->lbp);
+        }
         if (c->dnn)
             cudnnDestroy(c->dnn);
         if (c->stream)
@@ -905,6 +911,51 @@ void ms_cuda_memory_reset_peak(ms_backend_t *be)
 {
     if (be && !strcmp(be->name, "cuda"))
         ctx_of(be)->mem.peak = ctx_of(be)->mem.now;
+}
+
+ms_status_t ms_cuda_lbp_binary(ms_backend_t *be, uint8_t *out, const float *unary, int H, int W,
+                               double pairwise, int iterations, int max_product,
+                               double damping)
+{
+    ms_status_t st = MS_OK;
+    const char *where = "lbp";
+    if (!be || strcmp(be->name, "cuda"))
+        return MS_ERR(MS_EARG, "LBP on the GPU needs the cuda backend");
+    cuda_ctx_t *c = ctx_of(be);
+    if (H < 0 || W < 0 || iterations < 0 || !(damping >= 0 && damping < 1) ||
+        !(pairwise >= 0 && pairwise <= 50.0))
+        return MS_ERR(MS_EARG, "LBP: bad arguments (%dx%d, %d iterations, damping %g, "
+                      "pairwise %g)", W, H, iterations, damping, pairwise);
+    size_t hw = (size_t)H * W;
+    if (hw == 0)
+        return MS_OK;
+    /* unary (hw floats), msg and nxt (4 hw floats each), the mask (hw bytes) */
+    size_t off_msg = (4 * hw + 63) / 64 * 64, off_nxt = off_msg + 16 * hw,
+           off_out = off_nxt + 16 * hw, need = off_out + hw;
+    CU(cudaSetDevice(c->device));
+    if (need > c->lbp_bytes) {
+        if (c->lbp) {
+            CU(cudaStreamSynchronize(c->stream));
+            CU(cudaFree(c->lbp));
+            c->mem.now -= c->lbp_bytes <= c->mem.now ? c->lbp_bytes : c->mem.now;
+            c->lbp = NULL;
+            c->lbp_bytes = 0;
+        }
+        CU(cudaMalloc((void **)&c->lbp, need));
+        c->lbp_bytes = need;
+        mem_add(c, need);
+    }
+    float *u = (float *)c->lbp, *msg = (float *)(c->lbp + off_msg),
+          *nxt = (float *)(c->lbp + off_nxt);
+    uint8_t *mask = (uint8_t *)(c->lbp + off_out);
+    CU(cudaMemcpyAsync(u, unary, 4 * hw, cudaMemcpyHostToDevice, c->stream));
+    CU(cudaMemsetAsync(msg, 0, 32 * hw, c->stream)); /* both generations */
+    CU(ms_cuk_lbp(mask, msg, nxt, u, H, W, (float)pairwise, iterations, max_product,
+                  (float)damping, c->stream));
+    CU(cudaMemcpyAsync(out, mask, hw, cudaMemcpyDeviceToHost, c->stream));
+    CU(cudaStreamSynchronize(c->stream));
+done:
+    return st;
 }
 
 void ms_cuda_conv_algos(ms_backend_t *be, const ms_plan_t *plan, int layer, char *buf,

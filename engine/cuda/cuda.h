@@ -4,6 +4,7 @@
 #define MS_CUDA_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "engine/backend.h"
 
@@ -27,6 +28,13 @@ void ms_cuda_memory_reset_peak(ms_backend_t *be);
  * ("fwd 1 data 1 filter 0, ws 12/0/3 MiB, C 3->8"); "" for other layers or backends. */
 void ms_cuda_conv_algos(ms_backend_t *be, const ms_plan_t *plan, int layer, char *buf,
                         size_t n);
+
+/* Loopy belief propagation for the masks (paper §2.4) on the GPU: the same MRF, messages and
+ * arithmetic order as ms_lbp_binary (pipeline/localise.c), host arrays in and out: unary
+ * (H,W) log-odds, out (H,W) 0/1. Scratch stays with the backend and grows as needed. */
+ms_status_t ms_cuda_lbp_binary(ms_backend_t *be, uint8_t *out, const float *unary, int H, int W,
+                               double pairwise, int iterations, int max_product,
+                               double damping);
 
 #ifdef __cplusplus
 }

@@ -908,6 +908,63 @@ __global__ void k_adam(float *p, const float *g, float *m, float *v, size_t n, f
     }
 }
 
+// ---- loopy belief propagation (a port of ms_lbp_binary in pipeline/localise.c) -------------
+// Messages (4, H, W) by the direction they come from (0 up, 1 down, 2 left, 3 right), as
+// log-odds; one thread per pixel writes its own outgoing messages from the previous sweep's.
+// The arithmetic is the CPU's, in its order, without fused multiply-adds.
+
+__device__ __forceinline__ float potts_message(float h, float beta, float B, int max_product)
+{
+    if (max_product)
+        return fmaxf(h + beta, 0.0f) - fmaxf(h, beta);
+    float E = expf(-fabsf(h));
+    return copysignf(logf(__fdiv_rn(B + E, __fadd_rn(1.0f, __fmul_rn(B, E)))), h);
+}
+
+__global__ void k_lbp_sweep(float *nxt, const float *msg, const float *unary, int H, int W,
+                            float beta, float B, float d, int max_product)
+{
+    const size_t hw = (size_t)H * W;
+    const float keep = 1.0f - d;
+    GRID_LOOP(i, hw)
+    {
+        int y = (int)(i / W), x = (int)(i % W);
+        float in0 = msg[i], in1 = msg[hw + i], in2 = msg[2 * hw + i], in3 = msg[3 * hw + i];
+        float b = __fadd_rn(__fadd_rn(__fadd_rn(__fadd_rn(unary[i], in0), in1), in2), in3);
+        if (y > 0) {
+            size_t j = hw + i - W;
+            nxt[j] = __fadd_rn(__fmul_rn(keep, potts_message(b - in0, beta, B, max_product)),
+                               __fmul_rn(d, msg[j]));
+        }
+        if (y < H - 1) {
+            size_t j = i + W;
+            nxt[j] = __fadd_rn(__fmul_rn(keep, potts_message(b - in1, beta, B, max_product)),
+                               __fmul_rn(d, msg[j]));
+        }
+        if (x > 0) {
+            size_t j = 3 * hw + i - 1;
+            nxt[j] = __fadd_rn(__fmul_rn(keep, potts_message(b - in2, beta, B, max_product)),
+                               __fmul_rn(d, msg[j]));
+        }
+        if (x < W - 1) {
+            size_t j = 2 * hw + i + 1;
+            nxt[j] = __fadd_rn(__fmul_rn(keep, potts_message(b - in3, beta, B, max_product)),
+                               __fmul_rn(d, msg[j]));
+        }
+    }
+}
+
+__global__ void k_lbp_decide(uint8_t *out, const float *msg, const float *unary, size_t hw)
+{
+    GRID_LOOP(i, hw)
+    {
+        float b = __fadd_rn(__fadd_rn(__fadd_rn(__fadd_rn(unary[i], msg[i]), msg[hw + i]),
+                                      msg[2 * hw + i]),
+                            msg[3 * hw + i]);
+        out[i] = b > 0;
+    }
+}
+
 } // namespace
 
 // ---- launchers ------------------------------------------------------------------------------
@@ -1100,6 +1157,26 @@ cudaError_t ms_cuk_adam(float *p, const float *g, float *m, float *v, size_t n, 
                         float b2, float step_size, float sbc2, float eps, cudaStream_t s)
 {
     k_adam<<<grid_for(n), kThreads, 0, s>>>(p, g, m, v, n, b1, b2, step_size, sbc2, eps);
+    return cudaGetLastError();
+}
+
+cudaError_t ms_cuk_lbp(uint8_t *out, float *msg, float *nxt, const float *unary, int H, int W,
+                       float beta, int iterations, int max_product, float damping,
+                       cudaStream_t s)
+{
+    size_t hw = (size_t)H * W;
+    const float B = expf(beta);
+    for (int it = 0; it < iterations; it++) {
+        k_lbp_sweep<<<grid_for(hw), kThreads, 0, s>>>(nxt, msg, unary, H, W, beta, B, damping,
+                                                      max_product);
+        cudaError_t e = cudaGetLastError();
+        if (e != cudaSuccess)
+            return e;
+        float *t = msg;
+        msg = nxt;
+        nxt = t;
+    }
+    k_lbp_decide<<<grid_for(hw), kThreads, 0, s>>>(out, msg, unary, hw);
     return cudaGetLastError();
 }
 
