@@ -248,10 +248,10 @@ static void check_case(const char *label, ms_config_t *cfg, int N, int H, int W,
         }
         kink_ok = paper;
         compare("input grad", label, cpu.dx, ref.dx, nx);
-        /* Guided backprop is for eval plans: ms_net_guided() runs dropout's backward with
-         * the mask of seed 0, step 0, not the forward's; this backend's in-place dropout
-         * then also shows in the ReLU masks, so the two differ by design in a train plan
-         * that has dropout. */
+        /* Guided backprop is for eval plans. In a train plan with dropout the two differ by
+         * design: ms_net_guided() passes no pass, so the reference draws dropout masks for
+         * seed 0, step 0, while this backend reuses the forward's masks (kept for the
+         * backward). */
         int dropout = 0;
         for (int l = 0; l < spec.nlayers; l++)
             dropout |= spec.layers[l].kind == MS_LAYER_DROPOUT && spec.layers[l].rate > 0;
