@@ -162,15 +162,26 @@ static ms_status_t load_one(ms_loader_t *L, slot_t *sl, int p, int64_t g, uint16
         const uint16_t *sc = src + (size_t)c * cs;
         float m = L->mean_inv[0][c], inv = L->mean_inv[1][c];
         float *oc = out + (size_t)c * oh * ow;
-        for (int y = 0; y < oh; y++)
-            for (int x = 0; x < ow; x++) {
-                int a = transpose ? x : y, b = transpose ? y : x;
-                if (fy)
-                    a = oh - 1 - a;
-                if (fx)
-                    b = ow - 1 - b;
-                oc[(size_t)y * ow + x] = ((float)sc[(size_t)a * sw + b] - m) * inv;
+        for (int y = 0; y < oh; y++) {
+            float *o = oc + (size_t)y * ow;
+            if (!transpose) {
+                /* output row y is source row a, read forwards or backwards: vectorisable */
+                const uint16_t *srow = sc + (size_t)(fy ? oh - 1 - y : y) * sw;
+                if (!fx)
+                    for (int x = 0; x < ow; x++)
+                        o[x] = ((float)srow[x] - m) * inv;
+                else
+                    for (int x = 0; x < ow; x++)
+                        o[x] = ((float)srow[ow - 1 - x] - m) * inv;
+            } else {
+                /* output row y is source column b (square crops only) */
+                const uint16_t *col = sc + (fx ? ow - 1 - y : y);
+                for (int x = 0; x < ow; x++) {
+                    int a = fy ? oh - 1 - x : x;
+                    o[x] = ((float)col[(size_t)a * sw] - m) * inv;
+                }
             }
+        }
     }
     const uint8_t *row = ms_shard_labels(sh, i);
     int known = ms_shard_labelled(sh, i);

@@ -14,6 +14,8 @@ static void help(void)
            "  --gpu         the paper's network on the CUDA backend in fp32, TF32 and bf16:\n"
            "                training at 900x900 batch 16, inference at 1000x1200, peak\n"
            "                device memory, per-layer times\n"
+           "  --io          reading, decoding and normalising shards: images/s with 1, 2 and\n"
+           "                all threads per compression setting, file size per image\n"
            "  --vs-pytorch  also run tools/bench-pytorch in the same invocation; print ratios\n"
            "'milscreen bench --cpu --help' lists the section's own options (--gpu too).\n");
 }
@@ -25,11 +27,13 @@ int ms_cmd_bench(int argc, char **argv)
             return ms_bench_cpu(argc, argv);
         if (!strcmp(argv[i], "--gpu"))
             return ms_bench_gpu(argc, argv);
+        if (!strcmp(argv[i], "--io"))
+            return ms_bench_io(argc, argv);
     }
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             help();
             return 0;
         }
-    return ms_cli_usage_error("bench", "choose a section: --cpu or --gpu");
+    return ms_cli_usage_error("bench", "choose a section: --cpu, --gpu or --io");
 }

@@ -13,5 +13,6 @@ int ms_cmd_ingest(int argc, char **argv);
 /* bench sections, one file each */
 int ms_bench_cpu(int argc, char **argv);
 int ms_bench_gpu(int argc, char **argv);
+int ms_bench_io(int argc, char **argv);
 
 #endif
