@@ -603,6 +603,7 @@ static ms_status_t cuda_set_input(ms_backend_t *be, ms_plan_t *pl, const void *x
     cuda_plan_t *p = pl->be;
     const char *where = "input";
     size_t n = in_count(pl, 0);
+    CU(cudaSetDevice(c->device)); /* a pass starts here; the stream belongs to the device */
     CU(cudaMemcpyAsync(p->stage, x, n * sizeof(float), cudaMemcpyHostToDevice, c->stream));
     CU(ms_cuk_nchw_to_nhwc(p->x, p->stage, pl->n, pl->spec->channels, pl->h, pl->w, c->bf16,
                            c->stream));
@@ -1032,7 +1033,8 @@ ms_status_t ms_backend_cuda(ms_backend_t **out, int device, const char *precisio
     CU(cudaDriverGetVersion(&drv));
     size_t v = cudnnGetVersion();
     snprintf(c->desc, sizeof c->desc,
-             "cuda:%d %s (sm_%d%d, %d SMs, %.0f GiB), driver %d.%d, cuDNN %zu.%zu.%zu, %s",
+             "cuda:%d %s (sm_%d%d, %d SMs, %.0f GiB), driver for CUDA %d.%d, cuDNN %zu.%zu.%zu, "
+             "%s",
              device, prop.name, prop.major, prop.minor, prop.multiProcessorCount,
              prop.totalGlobalMem / 1073741824.0, drv / 1000, drv % 1000 / 10, v / 10000,
              v / 100 % 100, v % 100,
