@@ -455,7 +455,15 @@ static size_t layout(const cuda_ctx_t *c, ms_plan_t *pl, cuda_plan_t *p, char *b
     p->stage = carve(base, &off, sizeof(float) * (stage > maps ? stage : maps));
     p->x = carve(base, &off, es * in_count(pl, 0));
     for (int l = 0; l < mil; l++) {
-        p->act[l] = carve(base, &off, es * out_count(pl, l));
+        /* Dropout after pooling runs in place: no backward pass reads a pooling layer's
+         * output (max pooling's reads its input and the argmax bytes), so the pool's buffer
+         * may hold the dropout's. Not after a convolution: its ReLU mask is its output. */
+        const ms_layer_kind_t prev = l > 0 ? sp->layers[l - 1].kind : MS_LAYER_CONV;
+        if (sp->layers[l].kind == MS_LAYER_DROPOUT &&
+            (prev == MS_LAYER_MAXPOOL || prev == MS_LAYER_AVGPOOL))
+            p->act[l] = p->act[l - 1];
+        else
+            p->act[l] = carve(base, &off, es * out_count(pl, l));
         if (sp->layers[l].kind == MS_LAYER_MAXPOOL &&
             sp->layers[l].size <= MS_CUK_POOL_ARG_MAX_K)
             p->arg[l] = carve(base, &off, out_count(pl, l));
@@ -655,7 +663,7 @@ static ms_status_t cuda_forward(ms_backend_t *be, ms_plan_t *pl, int l, const vo
             float scale = 1.0f / (1.0f - (float)s->rate); /* as the reference, in float */
             CU(ms_cuk_dropout(p->act[l], in, pl->n, L->oc, L->oh, L->ow, key, (float)s->rate,
                               scale, c->bf16, c->stream));
-        } else {
+        } else if (p->act[l] != in) {
             CU(cudaMemcpyAsync(p->act[l], in, out_count(pl, l) * c->es,
                                cudaMemcpyDeviceToDevice, c->stream));
         }
