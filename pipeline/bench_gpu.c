@@ -201,7 +201,7 @@ static ms_status_t resident_step(ms_net_t *net, const float *t, long step, const
     const size_t np = ms_net_nparams(net);
     ms_pass_t pass = {.seed = 1, .step = (uint64_t)step};
     double loss = 0;
-    float P[64];
+    float P[4096]; /* the bag probabilities of a batch (N x K) */
     for (int l = 0; l < sp->nlayers; l++)
         MS_TRY(be->forward(be, pl, l, ms_net_params(net), train ? &pass : NULL));
     if (!train) { /* as score: the bag probabilities back on the host */
@@ -239,7 +239,7 @@ static ms_status_t time_steps(ms_net_t *net, const float *x, const float *t, int
     ms_status_t st = MS_OK;
     const ms_adam_t hp = {1e-3, 0.9, 0.999, 1e-8};
     ms_backend_t *be = ms_net_backend(net);
-    float P[64];
+    float P[4096];
     if (resident)
         MS_TRY(be->set_input(be, (ms_plan_t *)ms_net_current_plan(net), x));
     for (int i = 0; i < o->warmup + o->steps; i++) {
@@ -250,7 +250,7 @@ static ms_status_t time_steps(ms_net_t *net, const float *x, const float *t, int
             MS_TRY(train_step(net, x, t, ++*step, &hp));
         else {
             MS_TRY(ms_net_forward(net, x, NULL));
-            if ((size_t)ms_net_current_plan(net)->n * ms_net_spec(net)->classes <= 64)
+            if ((size_t)ms_net_current_plan(net)->n * ms_net_spec(net)->classes <= sizeof P / sizeof *P)
                 MS_TRY(ms_net_output(net, MS_OUT_MIL, P));
             MS_TRY(be->sync(be));
         }
