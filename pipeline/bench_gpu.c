@@ -250,7 +250,8 @@ static ms_status_t time_steps(ms_net_t *net, const float *x, const float *t, int
             MS_TRY(train_step(net, x, t, ++*step, &hp));
         else {
             MS_TRY(ms_net_forward(net, x, NULL));
-            if ((size_t)ms_net_current_plan(net)->n * ms_net_spec(net)->classes <= sizeof P / sizeof *P)
+            size_t nk = (size_t)ms_net_current_plan(net)->n * ms_net_spec(net)->classes;
+            if (nk <= sizeof P / sizeof *P)
                 MS_TRY(ms_net_output(net, MS_OUT_MIL, P));
             MS_TRY(be->sync(be));
         }
