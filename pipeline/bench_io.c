@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -44,47 +45,61 @@ static double now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* CPU seconds used by every thread of this process: images per CPU-second is the per-core
+ * speed even when other jobs share the machine (the wall clock then is not). */
+static double cpu_now(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec +
+           (double)ru.ru_stime.tv_sec + 1e-6 * (double)ru.ru_stime.tv_usec;
+}
+
 static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
 }
 
-static double median(double *v, int n)
+static double median(const double *in, int n)
 {
+    double v[128];
+    memcpy(v, in, sizeof *v * (size_t)n);
     qsort(v, (size_t)n, sizeof *v, cmp_double);
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-/* Passes over the shard with the loader: images/s of each (median over reps). With cache,
- * epoch 0 fills the cache untimed; crop > 0 adds random crops and the 8 transforms. */
+typedef struct {
+    double wall, cpu; /* images per second, images per CPU-second */
+} rate_t;
+
+/* One timed epoch of the loader over the shard (with cache, an untimed epoch fills it
+ * first; crop > 0 adds random crops and the 8 transforms). */
 static ms_status_t loader_pass(const char *path, int threads, int n, const float *mean,
-                               const float *sd, int cache, int crop, int reps, double *ips)
+                               const float *sd, int cache, int crop, rate_t *r)
 {
     ms_status_t st = MS_OK;
     ms_loader_t *L = NULL;
     const char *paths[1] = {path};
-    double v[101];
     ms_loader_opts_t o = {.paths = paths, .npaths = 1, .ranks = 1, .batch = 4,
                           .threads = threads, .mean = mean, .std = sd, .crop = crop,
                           .random_crop = 1, .augment = crop > 0, .shuffle = 1,
                           .cache_bytes = cache ? (size_t)1 << 40 : 0};
     MS_TRY(ms_loader_open(&L, &o));
-    for (int e = 0; e <= reps; e++) { /* epoch 0: warm-up (and cache fill) */
+    for (int e = cache ? 0 : 1; e <= 1; e++) {
         MS_TRY(ms_loader_epoch(L, e));
-        double t0 = now();
+        double t0 = now(), c0 = cpu_now();
         int got = 0;
         ms_batch_t b;
         do {
             MS_TRY(ms_loader_next(L, &b));
             got += b.n;
         } while (b.n);
-        if (e)
-            v[e - 1] = got / (now() - t0);
+        r->wall = got / (now() - t0);
+        r->cpu = got / (cpu_now() - c0 + 1e-9);
         if (got != n)
             MS_FAIL(MS_EINTERNAL, "loader gave %d images of %d", got, n);
     }
-    *ips = median(v, reps);
 done:
     ms_loader_close(L);
     return st;
@@ -92,12 +107,12 @@ done:
 
 /* The same work through H5Dread: decode with HDF5's filters, then normalise. */
 static ms_status_t hdf5_pass(ms_shard_t *s, int threads, const float *mean, const float *sd,
-                             double *ips)
+                             rate_t *r)
 {
     int n = ms_shard_count(s), C = ms_shard_channels(s);
     size_t hw = (size_t)ms_shard_height(s) * ms_shard_width(s);
     ms_status_t first = MS_OK;
-    double t0 = now();
+    double t0 = now(), c0 = cpu_now();
 #pragma omp parallel num_threads(threads)
     {
         uint16_t *buf = malloc(sizeof(uint16_t) * C * hw);
@@ -119,19 +134,40 @@ static ms_status_t hdf5_pass(ms_shard_t *s, int threads, const float *mean, cons
         free(buf);
         free(x);
     }
-    *ips = n / (now() - t0);
+    r->wall = n / (now() - t0);
+    r->cpu = n / (cpu_now() - c0 + 1e-9);
     return first ? MS_ERR(first, "H5Dread pass failed: %s", ms_error_message()) : MS_OK;
 }
 
+enum { MAXREP = 20 };
+
 typedef struct {
     char name[16];
+    char path[4096];
     ms_comp_t comp;
     int level;
-    double mb_per_image, write_ips;
-    double load[3];  /* loader: 1, 2, all threads */
-    double h5[2];    /* H5Dread: 1, all threads */
-    double cached;   /* loader, all threads, decoded images cached */
+    double mb_per_image;
+    rate_t write;
+    rate_t load[3][MAXREP]; /* loader: 1, 2, all threads */
+    rate_t h5[2][MAXREP];   /* H5Dread: 1, all threads */
+    rate_t cached[MAXREP];  /* loader, all threads, decoded images cached */
 } setting_t;
+
+static double med_wall(const rate_t *r, int n)
+{
+    double v[MAXREP];
+    for (int j = 0; j < n; j++)
+        v[j] = r[j].wall;
+    return median(v, n);
+}
+
+static double med_cpu(const rate_t *r, int n)
+{
+    double v[MAXREP];
+    for (int j = 0; j < n; j++)
+        v[j] = r[j].cpu;
+    return median(v, n);
+}
 
 int ms_bench_io(int argc, char **argv)
 {
@@ -173,12 +209,13 @@ int ms_bench_io(int argc, char **argv)
         default: return ms_cli_usage_error("bench", "unknown option for --io");
         }
     }
-    if (n < 8 || reps < 1 || reps > 100 || W < 64 || H < 64)
-        return ms_cli_usage_error("bench", "--images >= 8, --repeats 1..100, --size >= 64x64");
+    if (n < 8 || reps < 1 || reps > MAXREP || W < 64 || H < 64)
+        return ms_cli_usage_error("bench", "--images >= 8, --repeats 1..%d, --size >= 64x64",
+                                  MAXREP);
     if (all <= 0)
         all = (int)sysconf(_SC_NPROCESSORS_ONLN);
     ms_status_t st = MS_OK;
-    setting_t set[12];
+    static setting_t set[12];
     int ns = 0;
     snprintf(set[ns].name, sizeof set[ns].name, "none");
     set[ns].comp = MS_COMP_NONE;
@@ -250,23 +287,25 @@ int ms_bench_io(int argc, char **argv)
         sd[c] = (float)sqrt(s2 / cnt - (s1 / cnt) * (s1 / cnt));
     }
     int thr[3] = {1, 2 < all ? 2 : all, all};
-    double train_ips = 0, load[3] = {0};
-    int train_crop = 0;
+    double load[3] = {0};
     FILE *la = fopen("/proc/loadavg", "r");
     if (la) {
         if (fscanf(la, "%lf %lf %lf", &load[0], &load[1], &load[2]) != 3)
             load[0] = -1;
         fclose(la);
     }
+    /* write every setting's shard and check both readers before anything is timed */
     for (int j = 0; j < ns; j++) {
         setting_t *S = &set[j];
-        snprintf(path, sizeof path, "%s/ms_bench_io_%ld_%s.h5", dir, (long)getpid(), S->name);
+        snprintf(S->path, sizeof S->path, "%s/ms_bench_io_%ld_%s.h5", dir, (long)getpid(),
+                 S->name);
+        snprintf(path, sizeof path, "%s", S->path);
         ms_shard_spec_t sp = {.n = n, .c = C, .h = H, .w = W, .dtype = MS_DTYPE_U16,
                               .comp = S->comp, .level = S->level, .k = 1,
                               .class_names = (const char *const[]){"x"}};
         ms_shard_writer_t *w = NULL;
-        double t0 = now();
-        MS_TRY(ms_shard_create(&w, path, &sp));
+        double t0 = now(), c0 = cpu_now();
+        MS_TRY(ms_shard_create(&w, S->path, &sp));
         for (int i = 0; i < n && !st; i++) {
             char id[32];
             snprintf(id, sizeof id, "img%d", i);
@@ -280,12 +319,12 @@ int ms_bench_io(int argc, char **argv)
             goto done;
         }
         MS_TRY(ms_shard_finish(w));
-        S->write_ips = n / (now() - t0);
+        S->write.wall = n / (now() - t0);
+        S->write.cpu = n / (cpu_now() - c0);
         struct stat sb;
-        stat(path, &sb);
+        stat(S->path, &sb);
         S->mb_per_image = (double)sb.st_size / n / 1e6;
-        /* check before timing: both readers return what was written */
-        MS_TRY(ms_shard_open(&sh, path));
+        MS_TRY(ms_shard_open(&sh, S->path));
         for (int i = 0; i < NU; i++) {
             MS_TRY(ms_shard_read(sh, i, back));
             if (memcmp(back, fields + (size_t)i * per, per * 2))
@@ -294,60 +333,69 @@ int ms_bench_io(int argc, char **argv)
             if (memcmp(back, fields + (size_t)i * per, per * 2))
                 MS_FAIL(MS_EINTERNAL, "%s: image %d reads back wrong (H5Dread)", path, i);
         }
-        double v[100], ips;
-        for (int t = 0; t < 3; t++)
-            MS_TRY(loader_pass(path, thr[t], n, mean, sd, 0, 0, reps, &S->load[t]));
-        MS_TRY(loader_pass(path, all, n, mean, sd, 1, 0, reps, &S->cached));
-        if (j == 0) {
-            int crop = H < W ? (H < 900 ? H - H / 8 : 900) : (W < 900 ? W - W / 8 : 900);
-            MS_TRY(loader_pass(path, all, n, mean, sd, 1, crop, reps, &train_ips));
-            train_crop = crop;
-        }
-        for (int t = 0; t < 2; t++) {
-            int th = t ? all : 1;
-            MS_TRY(hdf5_pass(sh, th, mean, sd, &ips));
-            for (int r = 0; r < reps; r++)
-                MS_TRY(hdf5_pass(sh, th, mean, sd, &v[r]));
-            S->h5[t] = median(v, reps);
-        }
         ms_shard_close(sh);
         sh = NULL;
-        unlink(path);
-        fprintf(stderr, "bench --io: %s done\n", S->name);
+        rate_t warm;
+        MS_TRY(loader_pass(S->path, all, n, mean, sd, 0, 0, &warm)); /* page cache warm */
     }
-    printf("\n%-10s %8s %6s %8s | %-27s | %-15s | %s\n", "setting", "MB/image", "ratio",
-           "write/s", "loader images/s: 1, 2, all", "H5Dread: 1, all", "cached, all");
+    /* repeats go round all settings so that a change in machine load hits them alike */
+    rate_t train[MAXREP];
+    int crop = H < 900 || W < 900 ? (H < W ? H : W) * 7 / 8 : 900;
+    for (int r = 0; r < reps; r++) {
+        for (int j = 0; j < ns; j++) {
+            setting_t *S = &set[j];
+            snprintf(path, sizeof path, "%s", S->path);
+            for (int t = 0; t < 3; t++)
+                MS_TRY(loader_pass(S->path, thr[t], n, mean, sd, 0, 0, &S->load[t][r]));
+            MS_TRY(loader_pass(S->path, all, n, mean, sd, 1, 0, &S->cached[r]));
+            MS_TRY(ms_shard_open(&sh, S->path));
+            MS_TRY(hdf5_pass(sh, 1, mean, sd, &S->h5[0][r]));
+            MS_TRY(hdf5_pass(sh, all, mean, sd, &S->h5[1][r]));
+            ms_shard_close(sh);
+            sh = NULL;
+        }
+        MS_TRY(loader_pass(set[ns > 1 ? 1 : 0].path, all, n, mean, sd, 1, crop, &train[r]));
+        fprintf(stderr, "bench --io: pass %d of %d done\n", r + 1, reps);
+    }
+    printf("\nimages/s (wall clock, median of %d), per core = images per CPU-second of the "
+           "1-thread run\n\n", reps);
+    printf("%-10s %6s %5s %11s | %-22s %8s | %-13s %8s | %s\n", "setting", "MB/img", "ratio",
+           "write/s,core", "loader: 1, 2, all", "per core", "H5Dread: 1,all", "per core",
+           "cached,all");
     for (int j = 0; j < ns; j++) {
         setting_t *S = &set[j];
-        printf("%-10s %8.2f %6.2f %8.1f | %7.1f %7.1f %10.1f | %6.1f %8.1f | %8.1f\n", S->name,
-               S->mb_per_image, per * 2 / 1e6 / S->mb_per_image, S->write_ips, S->load[0],
-               S->load[1], S->load[2], S->h5[0], S->h5[1], S->cached);
+        printf("%-10s %6.2f %5.2f %5.1f %5.1f | %6.1f %6.1f %8.1f %8.1f | %5.1f %7.1f %8.1f | "
+               "%8.1f\n", S->name, S->mb_per_image, per * 2 / 1e6 / S->mb_per_image,
+               S->write.wall, S->write.cpu, med_wall(S->load[0], reps),
+               med_wall(S->load[1], reps), med_wall(S->load[2], reps), med_cpu(S->load[0], reps),
+               med_wall(S->h5[0], reps), med_wall(S->h5[1], reps), med_cpu(S->h5[0], reps),
+               med_wall(S->cached, reps));
     }
     printf("\nall = %d threads. loader = pread of the raw chunk + libdeflate + unshuffle in its\n"
            "threads, then normalise to float (whole images); H5Dread = HDF5's own zlib behind\n"
-           "its global lock; cached = the loader's in-memory cache of decoded images, warm.\n"
-           "training path (crop %d + 8 transforms, cached, all threads): %.1f images/s\n"
-           "load average when starting: %.2f %.2f %.2f (figures are per-core only when this\n"
-           "is below the CPU count)\n", all, train_crop, train_ips, load[0], load[1], load[2]);
+           "its global lock, then normalise; cached = the loader's cache of decoded images.\n"
+           "training path (%s, crop %d + 8 transforms, cached, all threads): %.1f images/s, "
+           "%.1f per core\n"
+           "load average at start: %.2f %.2f %.2f on %ld CPUs\n", all, set[ns > 1 ? 1 : 0].name,
+           crop, med_wall(train, reps), med_cpu(train, reps), load[0], load[1], load[2],
+           sysconf(_SC_NPROCESSORS_ONLN));
     printf("\nper core, and what a GPU node needs (1,000 images/s from 16 cores):\n");
     for (int j = 0; j < ns; j++) {
         setting_t *S = &set[j];
-        double core = S->load[0];
+        double core = med_cpu(S->load[0], reps);
         printf("  %-10s %7.1f images/s per core -> %5.1f cores for 1,000/s (%s)\n", S->name,
                core, 1000.0 / core, 1000.0 / core <= 16 ? "a 16-core node can" : "not enough");
     }
 done:
-    if (sh) {
-        ms_shard_close(sh);
-        unlink(path);
-    }
+    ms_shard_close(sh);
+    for (int j = 0; j < ns; j++)
+        if (set[j].path[0])
+            unlink(set[j].path);
     free(fields);
     free(mask);
     free(back);
     free(cells);
-    if (st) {
-        unlink(path);
+    if (st)
         return ms_cli_fail("bench", st);
-    }
     return 0;
 }
