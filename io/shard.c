@@ -7,9 +7,11 @@
 #include <fcntl.h>
 #include <libdeflate.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "io/h5util.h"
@@ -34,6 +36,10 @@ struct ms_shard {
     int32_t *cell_buf[3];
     float *cell_xy[2];
 };
+
+/* Time spent inside HDF5 (behind its global lock) on the raw read path, for bench --io. */
+static _Atomic uint64_t locked_ns;
+double ms_shard_hdf5_seconds(void) { return 1e-9 * (double)atomic_load(&locked_ns); }
 
 /* ------------------------------------------------------------------ per-thread scratch */
 
@@ -458,7 +464,13 @@ static ms_status_t decode_chunk(ms_shard_t *s, int i, int cy, int cx, scratch_t 
     haddr_t addr = HADDR_UNDEF;
     hsize_t size = 0;
     ms_h5_quiet();
-    if (H5Dget_chunk_info_by_coord(s->images, off, &mask, &addr, &size) < 0)
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    herr_t he = H5Dget_chunk_info_by_coord(s->images, off, &mask, &addr, &size);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    atomic_fetch_add(&locked_ns, (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000000LL +
+                                            (t1.tv_nsec - t0.tv_nsec)));
+    if (he < 0)
         return MS_ERR(MS_EFORMAT, "%s: cannot locate chunk of image %d at (%d, %d)", s->path, i,
                       cy, cx);
     if (addr == HADDR_UNDEF || size == 0)

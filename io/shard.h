@@ -73,6 +73,10 @@ ms_status_t ms_shard_read_region(ms_shard_t *s, int i, int y, int x, int h, int 
  * bench --io compares against, and a cross-check in the tests. */
 ms_status_t ms_shard_read_hdf5(ms_shard_t *s, int i, uint16_t *out);
 
+/* Seconds this process has spent inside HDF5 calls (serialised by its global lock) on the
+ * ms_shard_read path: the serial part of parallel decoding. */
+double ms_shard_hdf5_seconds(void);
+
 /* Per-cell records (optional): n cells; each has its image index, centre (x, y) in pixels,
  * label (class whose phenotype the cell shows, -1 if it looks like a control cell) and
  * mask_id (its value in /masks, 0 when there are no masks). Pointers owned by the shard. */
