@@ -16,7 +16,8 @@
 
 static void help(void)
 {
-    printf("usage: milscreen render --input OUTPUT.h5 --index I --out FILE.png [options]\n\n"
+    printf("usage: milscreen render --input OUTPUT.h5 (--index I | --id IMAGE_ID) --out FILE.png\n"
+           "                        [options]\n\n"
            "Draws image I of a score output: its channels in colour (percentile contrast\n"
            "stretch), the instance map of the predicted class (or --class) as a heat overlay\n"
            "whose opacity is the instance probability, the mask outline in cyan, and a panel\n"
@@ -151,6 +152,7 @@ int ms_cmd_render(int argc, char **argv)
 {
     static const struct option opts[] = {{"input", required_argument, 0, 'i'},
                                          {"index", required_argument, 0, 'n'},
+                                         {"id", required_argument, 0, 'I'},
                                          {"class", required_argument, 0, 'k'},
                                          {"out", required_argument, 0, 'o'},
                                          {"percentile", required_argument, 0, 'p'},
@@ -162,6 +164,7 @@ int ms_cmd_render(int argc, char **argv)
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     const char *input = NULL, *out = NULL, *cls = NULL, *colours = NULL, *shard_dir = NULL;
+    const char *image_id = NULL;
     long index = -1;
     double percentile = 0.5, alpha = 0.55;
     int no_mask = 0, opt;
@@ -190,6 +193,9 @@ int ms_cmd_render(int argc, char **argv)
         case 'm':
             no_mask = 1;
             break;
+        case 'I':
+            image_id = optarg;
+            break;
         case 'n':
             index = strtol(optarg, &end, 10);
             if (*end || end == optarg || index < 0)
@@ -213,8 +219,9 @@ int ms_cmd_render(int argc, char **argv)
     }
     if (optind < argc)
         return ms_cli_usage_error("render", "unexpected argument '%s'", argv[optind]);
-    if (!input || !out || index < 0)
-        return ms_cli_usage_error("render", "--input, --index and --out are required");
+    if (!input || !out || (index < 0) == !image_id)
+        return ms_cli_usage_error("render", "--input, --out and one of --index or --id are "
+                                  "required");
 
     ms_status_t st = MS_OK;
     ms_scores_t s;
@@ -228,6 +235,13 @@ int ms_cmd_render(int argc, char **argv)
     char shard[4096];
     memset(&v, 0, sizeof v);
     MS_TRY(ms_scores_open(&s, input));
+    if (image_id) {
+        for (size_t j = 0; j < s.N && s.image_id && index < 0; j++)
+            if (!strcmp(s.image_id[j], image_id))
+                index = (long)j;
+        if (index < 0)
+            MS_FAIL(MS_EARG, "--id %s: no such image in %s", image_id, input);
+    }
     if ((size_t)index >= s.N)
         MS_FAIL(MS_EARG, "--index %ld: %s has %zu images", index, input, s.N);
     const size_t i = (size_t)index;

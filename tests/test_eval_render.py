@@ -311,6 +311,10 @@ def main():
     r = run([ms, "render", "--input", A["out"], "--index", "1", "--class", "class_2",
              "--colours", "red,cyan", "--no-mask", "--out", png])
     check(r.returncode == 0 and "class map 2" in r.stdout, "class by name, colours, no mask")
+    r = run([ms, "render", "--input", A["out"], "--id", "plateA_7", "--out", png])
+    check(r.returncode == 0 and "image 7 " in r.stdout, "image chosen by its id")
+    r = run([ms, "render", "--input", A["out"], "--id", "nope", "--out", png], expect_rc=2)
+    check(r.returncode == 2 and "no such image" in r.stderr, "unknown id is an error")
 
     if not a.keep:
         shutil.rmtree(d)
