@@ -148,8 +148,21 @@ dropout_row(float *out, uint8_t *mask, const float *in, int W, long sw, int blk,
     if (sw == 1 && blk == 1) { /* plain NCHW: contiguous pixels */
         for (int w = 0; w < W; w++) {
             uint8_t k = (uint8_t)ms_dropout_keep(key, i0 + (uint64_t)w, rate);
+            float v = in[w]; /* loaded unconditionally: the select then vectorises */
             mask[w] = k;
-            out[w] = k ? in[w] * scale : 0.0f;
+            out[w] = k ? v * scale : 0.0f;
+        }
+        return;
+    }
+    if (sw == blk && nc == blk && (blk & (blk - 1)) == 0) { /* a full block: one run */
+        const int sh = __builtin_ctz((unsigned)blk);
+        const long n = (long)W * blk;
+        for (long j = 0; j < n; j++) {
+            uint64_t w = (uint64_t)(j >> sh), ci = (uint64_t)(j & (blk - 1));
+            uint8_t k = (uint8_t)ms_dropout_keep(key, i0 + ci * HW + w, rate);
+            float v = in[j];
+            mask[j] = k;
+            out[j] = k ? v * scale : 0.0f;
         }
         return;
     }
@@ -157,8 +170,9 @@ dropout_row(float *out, uint8_t *mask, const float *in, int W, long sw, int blk,
         size_t j = (size_t)w * sw;
         for (int ci = 0; ci < nc; ci++) {
             uint8_t k = (uint8_t)ms_dropout_keep(key, i0 + ci * HW + (uint64_t)w, rate);
+            float v = in[j + ci];
             mask[j + ci] = k;
-            out[j + ci] = k ? in[j + ci] * scale : 0.0f;
+            out[j + ci] = k ? v * scale : 0.0f;
         }
     }
 }
@@ -184,14 +198,29 @@ static void dropout_apply(float *out, uint8_t *mask, const float *in, const layo
             }
 }
 
+/* din = dout * mask / (1 - rate) over [0, n); cloned for AVX-512 like dropout_row (the byte
+ * mask widens to float lanes there; SSE2 code does not vectorise it). */
+__attribute__((target_clones("arch=x86-64-v4", "default"))) static void
+dropout_back_run(float *din, const float *dout, const uint8_t *mask, size_t n, float scale)
+{
+    for (size_t i = 0; i < n; i++) {
+        float g = dout[i];
+        din[i] = mask[i] ? g * scale : 0.0f;
+    }
+}
+
 /* din = dout * mask / (1 - rate) over the whole buffer (the forward's mask); din may be dout. */
 static void dropout_back(float *din, const float *dout, const uint8_t *mask, size_t n,
                          double rate)
 {
     const float scale = 1.0f / (1.0f - (float)rate);
+    const size_t chunk = 1 << 16;
+    const long nchunks = (long)((n + chunk - 1) / chunk);
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
-    for (size_t i = 0; i < n; i++)
-        din[i] = mask[i] ? dout[i] * scale : 0.0f;
+    for (long c = 0; c < nchunks; c++) {
+        size_t a = (size_t)c * chunk, len = n - a < chunk ? n - a : chunk;
+        dropout_back_run(din + a, dout + a, mask + a, len, scale);
+    }
 }
 
 /* Average pooling k x k, stride 1, no padding, on plain NCHW planes: every window lies
@@ -241,8 +270,10 @@ static void avgpool_plain_s1(float *out, const float *in, int NC, int H, int W, 
 static void relu_mask(float *din, const float *dout, const float *out, size_t n)
 {
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
-    for (size_t i = 0; i < n; i++)
-        din[i] = out[i] > 0.0f ? dout[i] : 0.0f;
+    for (size_t i = 0; i < n; i++) {
+        float g = dout[i];
+        din[i] = out[i] > 0.0f ? g : 0.0f;
+    }
 }
 
 static void relu_fwd(float *out, const float *in, size_t n)
