@@ -42,6 +42,14 @@ static void init_params(const ms_spec_t *spec, const ms_layer_t *L, double *p, u
             for (size_t j = 0; j < l->nb; j++)
                 p[l->b_off + j] = isnan(s->bias_init) ? (2.0 * ms_uniform(kb, j) - 1.0) * bound
                                                       : s->bias_init;
+            /* the head may start as a scaled identity: y = s P, a softmax over the MIL
+             * outputs that then learns how classes co-occur */
+            if (s->kind == MS_LAYER_FC && s->identity > 0) {
+                for (size_t j = 0; j < l->nw; j++)
+                    p[l->w_off + j] = (j / l->c == j % l->c) ? s->identity : 0.0;
+                for (size_t j = 0; j < l->nb; j++)
+                    p[l->b_off + j] = 0.0;
+            }
         } else if (s->kind == MS_LAYER_MIL) {
             for (size_t j = 0; j < l->nb; j++)
                 p[l->b_off + j] = s->b_init;

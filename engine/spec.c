@@ -121,6 +121,7 @@ static ms_status_t read_layer(ms_config_t *cfg, const char *sec, int default_cei
     case MS_LAYER_FC:
         MS_TRY(ms_config_choice(cfg, sec, "head", "softmax", head_names, &k));
         l->head = (ms_head_t)k;
+        MS_TRY(ms_config_real(cfg, sec, "identity", 0.0, 0.0, 1000.0, &l->identity));
         break;
     }
     (void)d;

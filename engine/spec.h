@@ -47,6 +47,7 @@ typedef struct {
     double b_init;     /* Noisy-AND threshold b_i at start; kept in [0,1] */
     /* fc */
     ms_head_t head;
+    double identity;   /* fc: start as identity x this scale (bias 0); 0: PyTorch default */
 } ms_layer_spec_t;
 
 typedef struct {

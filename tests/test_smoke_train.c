@@ -1,9 +1,9 @@
-/* Smoke training: the paper's network learns a small synthetic MIL task with each pooling
- * function. 8 images of 128x128 (a 5x5 instance map), 4 classes; class k draws its own
+/* Smoke training: the paper's network (configs/paper.ini, 4 classes) learns a small
+ * synthetic MIL task with each pooling function. 8 images of 128x128 (a 5x5 instance map), 4 classes; class k draws its own
  * pattern in a class-dependent share of the 25 cells and a shared distractor (a ring) in
  * most others, so that no single cell or global statistic gives the label away. The loss
  * must fall at least 10x; with Noisy-AND the training accuracy must reach 100%.
- * usage: test_smoke_train BACKEND [POOL] [EPOCHS] */
+ * usage: test_smoke_train BACKEND [POOL] [EPOCHS] [section.key=value ...] */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +55,9 @@ static void make_task(float *x, float *t)
     }
 }
 
+static char **extra_sets; /* further section.key=value from the command line (experiments) */
+static int nextra;
+
 static int train(const char *backend, const char *pool, const char *extra, int epochs,
                  int require_accuracy)
 {
@@ -71,6 +74,8 @@ static int train(const char *backend, const char *pool, const char *extra, int e
     CHECK_OK(ms_config_set(cfg, set));
     if (extra)
         CHECK_OK(ms_config_set(cfg, extra));
+    for (int i = 0; i < nextra; i++)
+        CHECK_OK(ms_config_set(cfg, extra_sets[i]));
     CHECK_OK(ms_spec_from_config(&spec, cfg));
     CHECK_OK(ms_backend_open(&be, backend, 0, 0, "fp32"));
     CHECK_OK(ms_net_create(&net, &spec, be, MS_F32, 1));
@@ -78,24 +83,28 @@ static int train(const char *backend, const char *pool, const char *extra, int e
         return 1;
     CHECK_OK(ms_net_plan(net, N, S, S, 1));
     make_task(x, t);
-    ms_adam_t hp = {1e-3, 0.9, 0.999, 1e-8};
-    double first = 0, loss = 0, best = 1e30;
+    ms_adam_t hp = {getenv("SMOKE_LR") ? atof(getenv("SMOKE_LR")) : 1e-3, 0.9, 0.999, 1e-8};
+    double first = -1, loss = 0, best = 1e30, train_loss = 0;
     int acc_mil = 0, acc_fc = 0, epoch;
-    for (epoch = 1; epoch <= epochs; epoch++) {
-        ms_pass_t pass = {.seed = 1, .step = (uint64_t)epoch};
-        CHECK_OK(ms_net_forward(net, x, &pass));
-        CHECK_OK(ms_net_loss(net, t, &loss));
-        CHECK_OK(ms_net_backward(net, &pass, 0));
-        CHECK_OK(ms_net_adam(net, &hp));
-        if (epoch == 1)
-            first = loss;
-        best = loss < best ? loss : best;
+    for (epoch = 0; epoch <= epochs; epoch++) {
+        if (epoch > 0) {
+            ms_pass_t pass = {.seed = 1, .step = (uint64_t)epoch};
+            CHECK_OK(ms_net_plan(net, N, S, S, 1));
+            CHECK_OK(ms_net_forward(net, x, &pass));
+            CHECK_OK(ms_net_loss(net, t, &train_loss));
+            CHECK_OK(ms_net_backward(net, &pass, 0));
+            CHECK_OK(ms_net_adam(net, &hp));
+        }
         if (epoch % 10 == 0 || epoch == epochs) {
-            /* accuracy without dropout */
+            /* the loss and accuracy of the model itself: no dropout */
             CHECK_OK(ms_net_plan(net, N, S, S, 0));
             CHECK_OK(ms_net_forward(net, x, NULL));
+            CHECK_OK(ms_net_loss(net, t, &loss));
             CHECK_OK(ms_net_output(net, MS_OUT_MIL, P));
             CHECK_OK(ms_net_output(net, MS_OUT_FC, Y));
+            if (first < 0)
+                first = loss;
+            best = loss < best ? loss : best;
             acc_mil = acc_fc = 0;
             for (int n = 0; n < N; n++) {
                 int am = 0, af = 0;
@@ -106,10 +115,10 @@ static int train(const char *backend, const char *pool, const char *extra, int e
                 acc_mil += t[n * K + am] > 0;
                 acc_fc += t[n * K + af] > 0;
             }
-            printf("%-9s epoch %3d loss %.4f (first %.4f) accuracy MIL %d/%d head %d/%d\n",
-                   pool, epoch, loss, first, acc_mil, N, acc_fc, N);
+            printf("%-9s epoch %3d loss %.4f (at start %.4f; training, with dropout %.4f) "
+                   "accuracy MIL %d/%d head %d/%d\n",
+                   pool, epoch, loss, first, train_loss, acc_mil, N, acc_fc, N);
             fflush(stdout);
-            CHECK_OK(ms_net_plan(net, N, S, S, 1));
             if (best * 10 <= first && (!require_accuracy || (acc_mil == N && acc_fc == N)))
                 break;
         }
@@ -132,6 +141,8 @@ int main(int argc, char **argv)
     const char *backend = argc > 1 ? argv[1] : "cpu";
     const char *only = argc > 2 ? argv[2] : NULL;
     int epochs = argc > 3 ? atoi(argv[3]) : 300;
+    extra_sets = argv + 4;
+    nextra = argc > 4 ? argc - 4 : 0;
     const struct { const char *pool, *extra; } pools[] = {
         {"noisy_and", NULL}, {"lse", "mil.r=2.5"}, {"gm", "mil.r=2.5"},
         {"max", NULL},       {"noisy_or", NULL},   {"isr", NULL}};

@@ -144,6 +144,10 @@ class MilNet(nn.Module):
                 self.spec.append(("mil", name, None))
             elif kind == "fc":
                 self.fc = nn.Linear(c, c)
+                if float(o.get("identity", 0)) > 0:
+                    with torch.no_grad():
+                        self.fc.weight.copy_(torch.eye(c) * float(o["identity"]))
+                        self.fc.bias.zero_()
                 self.head = o.get("head", "softmax")
                 self.fc_name = name
                 self.spec.append(("fc", name, None))
