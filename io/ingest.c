@@ -314,7 +314,7 @@ static ms_status_t write_set(set_t *s, const char *out, const ms_ingest_opts_t *
             }
         return MS_OK;
     }
-    ms_dtype_t dt = o->dtype ? o->dtype : bits == 8 ? MS_DTYPE_U8 : MS_DTYPE_U16;
+    ms_pixel_t dt = o->dtype ? o->dtype : bits == 8 ? MS_DTYPE_U8 : MS_DTYPE_U16;
     ms_shard_spec_t sp = {.n = s->n, .c = s->c, .h = H, .w = W, .dtype = dt, .comp = o->comp,
                           .level = o->level, .tile = o->tile, .k = s->k,
                           .class_names = (const char *const *)s->cls,

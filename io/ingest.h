@@ -14,7 +14,7 @@ typedef struct {
     ms_comp_t comp;
     int level;            /* 0: default */
     int tile;             /* 0: one chunk per image */
-    ms_dtype_t dtype;     /* 0: uint8 if every TIFF is 8-bit, else uint16 */
+    ms_pixel_t dtype;     /* 0: uint8 if every TIFF is 8-bit, else uint16 */
     const char *classes;  /* comma-separated class names in order; NULL: sorted names found */
     int threads;          /* images read at once (0: all cores) */
     int all;              /* BBBC021: keep images whose compound has no MoA (label -1) */

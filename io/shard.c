@@ -22,7 +22,7 @@ struct ms_shard {
     int fd;
     hsize_t userblock;
     int n, c, h, w, k, multi;
-    ms_dtype_t dtype;
+    ms_pixel_t dtype;
     ms_comp_t comp;
     int shuffle;
     int raw_ok; /* chunked (1, C, th, tw) with no filters or shuffle+deflate / deflate only */
@@ -391,7 +391,7 @@ int ms_shard_count(const ms_shard_t *s) { return s->n; }
 int ms_shard_channels(const ms_shard_t *s) { return s->c; }
 int ms_shard_height(const ms_shard_t *s) { return s->h; }
 int ms_shard_width(const ms_shard_t *s) { return s->w; }
-ms_dtype_t ms_shard_dtype(const ms_shard_t *s) { return s->dtype; }
+ms_pixel_t ms_shard_dtype(const ms_shard_t *s) { return s->dtype; }
 int ms_shard_classes(const ms_shard_t *s) { return s->k; }
 int ms_shard_multi_label(const ms_shard_t *s) { return s->multi; }
 ms_comp_t ms_shard_compression(const ms_shard_t *s) { return s->comp; }

@@ -13,7 +13,7 @@
 #define MS_SHARD_FORMAT "milscreen-shard"
 #define MS_SHARD_VERSION 1
 
-typedef enum { MS_DTYPE_U8 = 1, MS_DTYPE_U16 = 2 } ms_dtype_t;
+typedef enum { MS_DTYPE_U8 = 1, MS_DTYPE_U16 = 2 } ms_pixel_t;
 typedef enum { MS_COMP_NONE = 0, MS_COMP_DEFLATE = 1 } ms_comp_t;
 
 /* Measured in docs/PERFORMANCE.md "## I/O": deflate level 1 (+ shuffle) decodes as fast as
@@ -45,7 +45,7 @@ int ms_shard_count(const ms_shard_t *s);    /* N */
 int ms_shard_channels(const ms_shard_t *s); /* C */
 int ms_shard_height(const ms_shard_t *s);   /* H */
 int ms_shard_width(const ms_shard_t *s);    /* W */
-ms_dtype_t ms_shard_dtype(const ms_shard_t *s);
+ms_pixel_t ms_shard_dtype(const ms_shard_t *s);
 int ms_shard_classes(const ms_shard_t *s); /* K */
 const char *ms_shard_class_name(const ms_shard_t *s, int k);
 const char *ms_shard_channel_name(const ms_shard_t *s, int c);
@@ -103,7 +103,7 @@ ms_status_t ms_file_sha256(const char *path, char out[65]);
 
 typedef struct {
     int n, c, h, w;
-    ms_dtype_t dtype;
+    ms_pixel_t dtype;
     ms_comp_t comp;                   /* MS_COMP_DEFLATE: shuffle + deflate */
     int level;                        /* 1..9, 0 = MS_SHARD_DEFAULT_LEVEL */
     int tile;                         /* 0: one chunk per image, else square tiles of this side */
@@ -139,7 +139,7 @@ ms_status_t ms_shard_finish(ms_shard_writer_t *w);
 void ms_shard_discard(ms_shard_writer_t *w);
 
 /* Image bytes of one image in memory (C * H * W * sizeof dtype). */
-static inline uint64_t ms_shard_image_bytes(int c, int h, int w, ms_dtype_t dt)
+static inline uint64_t ms_shard_image_bytes(int c, int h, int w, ms_pixel_t dt)
 {
     return (uint64_t)c * (uint64_t)h * (uint64_t)w * (dt == MS_DTYPE_U8 ? 1u : 2u);
 }

@@ -27,7 +27,7 @@ static void fill(uint16_t *p, int i, int c, int h, int w, int maxv)
 }
 
 /* Writes a shard with the given options; returns the path. */
-static void make_shard(const char *path, ms_dtype_t dt, ms_comp_t comp, int tile, int multi,
+static void make_shard(const char *path, ms_pixel_t dt, ms_comp_t comp, int tile, int multi,
                        int n, int c, int h, int w)
 {
     const char *classes[3] = {"alpha", "beta", "gamma"};
@@ -64,7 +64,7 @@ static void make_shard(const char *path, ms_dtype_t dt, ms_comp_t comp, int tile
     free(m);
 }
 
-static void check_shard(const char *path, ms_dtype_t dt, int multi, int n, int c, int h, int w)
+static void check_shard(const char *path, ms_pixel_t dt, int multi, int n, int c, int h, int w)
 {
     ms_shard_t *s = NULL;
     CHECK_OK(ms_shard_open(&s, path));
@@ -136,7 +136,7 @@ static void test_roundtrips(void)
 {
     char path[512];
     struct {
-        ms_dtype_t dt;
+        ms_pixel_t dt;
         ms_comp_t comp;
         int tile, multi, c, h, w;
     } cases[] = {
