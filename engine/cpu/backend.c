@@ -34,6 +34,7 @@ typedef struct {
 typedef struct {
     dnnl_primitive_t p;
     dnnl_memory_t src, dst, scratch;
+    int serial;       /* small: run on one thread (PAR_MIN) */
 } reorder_t;
 
 /* A primitive with its user-mode scratchpad memory (the plan's one shared buffer). */
@@ -41,6 +42,7 @@ typedef struct {
     dnnl_primitive_desc_t pd;
     dnnl_primitive_t p;
     dnnl_memory_t scratch;
+    int serial;       /* small pooling: run on one thread (PAR_MIN) */
 } prim_t;
 
 typedef struct {
@@ -135,8 +137,12 @@ static ms_status_t layout_of(const dnnl_memory_desc_t *md, layout_t *lo, const c
     return MS_OK;
 }
 
-/* Below this many elements a loop stays on one thread: waking the team costs more. */
-#define PAR_MIN 32768
+/* Below this many elements a loop (or a pooling or reorder primitive) stays on one thread:
+ * it takes well under a millisecond there, and waking the second thread costs more; on a
+ * machine shared with other work, a parallel region may even wait a scheduler tick
+ * (measured 8 ms per region here) for a thread that is not running. PyTorch's grain size
+ * serves the same purpose. */
+#define PAR_MIN (1 << 18)
 
 /* One row of dropout: W pixels x blk channels of one (n, channel block, h), physical offsets
  * w * sw + ci from out/in/mask, logical NCHW indices i0 + ci * HW + w. The hash vectorises
@@ -186,7 +192,7 @@ static void dropout_apply(float *out, uint8_t *mask, const float *in, const layo
     const float scale = 1.0f / (1.0f - (float)rate);
     const int nb = (C + lo->blk - 1) / lo->blk;
     const uint64_t HW = (uint64_t)H * W;
-#pragma omp parallel for collapse(3) schedule(static)
+#pragma omp parallel for collapse(3) schedule(static) if ((size_t)N * C * H * W > PAR_MIN)
     for (int n = 0; n < N; n++)
         for (int cb = 0; cb < nb; cb++)
             for (int h = 0; h < H; h++) {
@@ -407,6 +413,7 @@ static ms_status_t reorder_make(cpu_ctx_t *c, cpu_plan_t *cp, reorder_t *r, dnnl
     DN(layer, dnnl_primitive_create(&r->p, pd));
     r->src = src;
     r->dst = dst;
+    r->serial = md_bytes(dmd) / sizeof(float) <= PAR_MIN;
     const dnnl_memory_desc_t *scr = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
     if (scr && md_bytes(scr) > cp->scratch_bytes)
         cp->scratch_bytes = md_bytes(scr);
@@ -428,7 +435,16 @@ static ms_status_t reorder_run(cpu_ctx_t *c, reorder_t *r, const char *layer)
         return MS_OK;
     dnnl_exec_arg_t args[3] = {{DNNL_ARG_FROM, r->src}, {DNNL_ARG_TO, r->dst},
                                {DNNL_ARG_SCRATCHPAD, r->scratch}};
-    DN(layer, dnnl_primitive_execute(r->p, c->stream, r->scratch ? 3 : 2, args));
+    /* oneDNN's OpenMP runtime sizes reorders by the caller's thread count */
+    int nt = omp_get_max_threads();
+    if (r->serial)
+        omp_set_num_threads(1);
+    dnnl_status_t ds = dnnl_primitive_execute(r->p, c->stream, r->scratch ? 3 : 2, args);
+    if (r->serial)
+        omp_set_num_threads(nt);
+    if (ds != dnnl_success)
+        MS_FAIL(MS_EBACKEND, "oneDNN dnnl_primitive_execute failed for layer %s: %s", layer,
+                dnnl_status2str(ds));
 done:
     return st;
 }
@@ -675,6 +691,9 @@ static ms_status_t plan_pool(cpu_ctx_t *c, cpu_plan_t *cp, ms_plan_t *pl, int l,
     DN(nm, dnnl_primitive_desc_create(&cl->fwd.pd, &fd, a, c->eng, NULL));
     MS_TRY(prim_make(cp, &cl->fwd, nm));
     cl->md = *pd_md(&cl->fwd, dnnl_query_dst_md);
+    /* pooling threads over its output (forward) or input (backward) */
+    cl->fwd.serial = md_bytes(&cl->md) / sizeof(float) <= PAR_MIN;
+    cl->bwd_data.serial = md_bytes(in_md) / sizeof(float) <= PAR_MIN;
     DN(nm, dnnl_pooling_v2_backward_desc_init(&bd, alg, in_md, &cl->md, strides, kernel, dil,
                                               pad_l, pad_r));
     DN(nm, dnnl_primitive_desc_create(&cl->bwd_data.pd, &bd, a, c->eng, cl->fwd.pd));
@@ -914,7 +933,15 @@ static ms_status_t exec(cpu_ctx_t *c, prim_t *pr, dnnl_exec_arg_t *args, int nar
 {
     ms_status_t st = MS_OK;
     args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, pr->scratch};
-    DN(layer, dnnl_primitive_execute(pr->p, c->stream, nargs, args));
+    int nt = omp_get_max_threads();
+    if (pr->serial)
+        omp_set_num_threads(1);
+    dnnl_status_t ds = dnnl_primitive_execute(pr->p, c->stream, nargs, args);
+    if (pr->serial)
+        omp_set_num_threads(nt);
+    if (ds != dnnl_success)
+        MS_FAIL(MS_EBACKEND, "oneDNN dnnl_primitive_execute failed for layer %s: %s", layer,
+                dnnl_status2str(ds));
 done:
     return st;
 }
