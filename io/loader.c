@@ -150,11 +150,20 @@ static ms_status_t load_one(ms_loader_t *L, slot_t *sl, int p, int64_t g, uint16
         sw = (size_t)W;
         cs = (size_t)H * W;
     } else {
-        /* only the window: with tiled shards only the tiles it touches are decoded */
-        MS_TRY(ms_shard_read_region(sh, i, y0, x0, oh, ow, buf));
-        src = buf;
-        sw = (size_t)ow;
-        cs = (size_t)oh * ow;
+        const uint16_t *view = NULL;
+        MS_TRY(ms_shard_read_view(sh, i, &view));
+        if (view) {
+            /* one decoded chunk in the thread's scratch: normalise straight from it */
+            src = view + (size_t)y0 * W + x0;
+            sw = (size_t)W;
+            cs = (size_t)H * W;
+        } else {
+            /* only the window: with tiled shards only the tiles it touches are decoded */
+            MS_TRY(ms_shard_read_region(sh, i, y0, x0, oh, ow, buf));
+            src = buf;
+            sw = (size_t)ow;
+            cs = (size_t)oh * ow;
+        }
     }
     float *out = sl->x + (size_t)p * C * oh * ow;
     int transpose = tr & 4, fy = tr & 2, fx = tr & 1;

@@ -541,6 +541,20 @@ done:
     return st;
 }
 
+ms_status_t ms_shard_read_view(ms_shard_t *s, int i, const uint16_t **pix)
+{
+    ms_status_t st = MS_OK;
+    *pix = NULL;
+    MS_TRY(check_index(s, i));
+    if (!s->raw_ok || s->dtype != MS_DTYPE_U16 || s->th != s->h || s->tw != s->w)
+        return MS_OK; /* not one uint16 chunk: the caller uses ms_shard_read */
+    scratch_t *sc = NULL;
+    MS_TRY(decode_chunk(s, i, 0, 0, &sc));
+    *pix = (const uint16_t *)sc->b;
+done:
+    return st;
+}
+
 ms_status_t ms_shard_read(ms_shard_t *s, int i, uint16_t *out)
 {
     return ms_shard_read_region(s, i, 0, 0, s->h, s->w, out);

@@ -69,6 +69,11 @@ ms_status_t ms_shard_read(ms_shard_t *s, int i, uint16_t *out);
  * chunks (tiles) it touches. */
 ms_status_t ms_shard_read_region(ms_shard_t *s, int i, int y, int x, int h, int w,
                                  uint16_t *out);
+/* Zero-copy variant for a uint16 shard chunked one image per chunk: decodes image i into this
+ * thread's scratch buffer and points *pix at it (C, H, W), valid until this thread's next
+ * read of any shard. Otherwise (tiles, uint8, foreign filters) *pix is NULL and the caller
+ * uses ms_shard_read. */
+ms_status_t ms_shard_read_view(ms_shard_t *s, int i, const uint16_t **pix);
 /* The same through HDF5's own H5Dread (its zlib, under its global lock): the baseline that
  * bench --io compares against, and a cross-check in the tests. */
 ms_status_t ms_shard_read_hdf5(ms_shard_t *s, int i, uint16_t *out);

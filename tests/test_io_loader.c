@@ -21,7 +21,8 @@ static void make(const char *path, int first, int n, int k, const char *cls0)
 {
     const char *classes[3] = {cls0, "b", "c"};
     ms_shard_spec_t sp = {.n = n, .c = C, .h = H, .w = W, .dtype = MS_DTYPE_U16,
-                          .comp = MS_COMP_DEFLATE, .tile = 16, .k = k, .class_names = classes};
+                          .comp = MS_COMP_DEFLATE, .tile = first ? 0 : 16, .k = k,
+                          .class_names = classes}; /* b.h5 one chunk per image: the view path */
     ms_shard_writer_t *w;
     CHECK_OK(ms_shard_create(&w, path, &sp));
     uint16_t *p = malloc(sizeof(uint16_t) * C * H * W);
