@@ -13,6 +13,8 @@ typedef struct {
 
 static const command_t commands[] = {
     {"model", "print the network of a config: layers, shapes, parameters, cost", ms_cmd_model},
+    {"train", "train a network on plate shards (checkpoints, --resume)", ms_cmd_train},
+    {"score", "predict, map and mask every image of plate shards with a checkpoint", ms_cmd_score},
     {"bench", "measure speed (--cpu, --gpu, --io), optionally against PyTorch", ms_cmd_bench},
     {"eval", "accuracy, mAP, treatment and per-cell accuracy, mask IoU of score outputs",
      ms_cmd_eval},

@@ -1,0 +1,383 @@
+/* milscreen train: trains the network of a config on plate shards with Adam; validation
+ * each epoch; atomic checkpoints every N steps and at the end, the last K kept; --resume
+ * continues bit for bit (dropout masks and shuffles are functions of seed, step and epoch);
+ * SIGUSR1/SIGTERM/SIGINT write a checkpoint and stop cleanly so --requeue jobs resume. */
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "engine/net.h"
+#include "io/loader.h"
+#include "io/shard.h"
+#include "ms_build_config.h"
+#include "pipeline/checkpoint.h"
+#include "pipeline/cli.h"
+#include "pipeline/commands.h"
+#include "pipeline/options.h"
+#include "pipeline/progress.h"
+
+static volatile sig_atomic_t stop_signal;
+static void on_signal(int sig) { stop_signal = sig; }
+
+static void help(void)
+{
+    printf(
+        "usage: milscreen train --config FILE [--set section.key=value ...] [--resume]\n"
+        "                       [--run DIR] [--backend auto|cpu|cuda|ref] [--threads N]\n"
+        "                       [--progress auto|lines|bar]\n\n"
+        "Trains the network of FILE on the shards of [data] train, validating on [data] val\n"
+        "after every epoch. Checkpoints go to the run folder (default runs/<config name>):\n"
+        "ckpt-<step>.h5 every [train] checkpoint_every steps and at the end, the last\n"
+        "[train] keep kept, written atomically; log.jsonl has one JSON line per interval.\n"
+        "--resume continues from the newest checkpoint of the run folder, bit for bit on the\n"
+        "same machine. SIGUSR1, SIGTERM or Ctrl-C write a checkpoint and stop.\n\n"
+        "[train] keys: batch (16), lr (0.001), beta1, beta2, eps, crop (0 = whole image),\n"
+        "  epochs, seed, augment (true), checkpoint_every (0 = each epoch), keep (3),\n"
+        "  loader_threads (2), cache_mb (1024)\n"
+        "[data] keys: train, val (shard paths, space separated)\n");
+}
+
+/* The newest ckpt-*.h5 in dir, or "" */
+static void newest_checkpoint(const char *dir, char *out, size_t n)
+{
+    out[0] = 0;
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    long best = -1;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        long s;
+        char tail[8];
+        if (sscanf(e->d_name, "ckpt-%ld.%3s", &s, tail) == 2 && !strcmp(tail, "h5") &&
+            s > best) {
+            if (snprintf(out, n, "%s/%s", dir, e->d_name) < (int)n)
+                best = s;
+            else
+                out[0] = 0;
+        }
+    }
+    closedir(d);
+}
+
+/* Removes all but the newest keep checkpoints. */
+static void prune_checkpoints(const char *dir, int keep)
+{
+    long steps[4096];
+    int n = 0;
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) && n < 4096) {
+        long s;
+        char tail[8];
+        if (sscanf(e->d_name, "ckpt-%ld.%3s", &s, tail) == 2 && !strcmp(tail, "h5"))
+            steps[n++] = s;
+    }
+    closedir(d);
+    for (int i = 0; i < n; i++) {
+        int newer = 0;
+        for (int j = 0; j < n; j++)
+            newer += steps[j] > steps[i];
+        if (newer >= keep) {
+            char path[4096];
+            if (snprintf(path, sizeof path, "%s/ckpt-%08ld.h5", dir, steps[i]) < (int)sizeof path)
+                unlink(path);
+        }
+    }
+}
+
+/* Splits a space-separated list (in place) into at most max paths. */
+static int split_paths(char *s, const char **out, int max)
+{
+    int n = 0;
+    for (char *tok = strtok(s, " \t,"); tok && n < max; tok = strtok(NULL, " \t,"))
+        out[n++] = tok;
+    return n;
+}
+
+/* Accuracy of the MIL output and the head over the labelled images of the shards. */
+static ms_status_t validate(ms_net_t *net, const char *const *paths, int npaths,
+                            const float *mean, const float *std, int threads, double *acc_mil,
+                            double *acc_fc, long *count)
+{
+    ms_status_t st = MS_OK;
+    ms_loader_t *L = NULL;
+    const ms_spec_t *spec = ms_net_spec(net);
+    int K = spec->classes;
+    float *P = NULL, *Y = NULL;
+    long right_mil = 0, right_fc = 0, n = 0;
+    ms_loader_opts_t o = {.paths = paths, .npaths = npaths, .batch = 1, .ranks = 1,
+                          .threads = threads, .mean = mean, .std = std, .labelled_only = 1};
+    MS_TRY(ms_loader_open(&L, &o));
+    MS_TRY(ms_loader_epoch(L, 0));
+    MS_ALLOC(P, K, "validation outputs");
+    MS_ALLOC(Y, K, "validation outputs");
+    for (;;) {
+        ms_batch_t b;
+        MS_TRY(ms_loader_next(L, &b));
+        if (b.n == 0)
+            break;
+        MS_TRY(ms_net_plan(net, 1, b.h, b.w, 0));
+        MS_TRY(ms_net_forward(net, b.x, NULL));
+        MS_TRY(ms_net_output(net, MS_OUT_MIL, P));
+        int am = 0, af = 0;
+        if (spec->fc >= 0)
+            MS_TRY(ms_net_output(net, MS_OUT_FC, Y));
+        for (int k = 1; k < K; k++) {
+            am = P[k] > P[am] ? k : am;
+            af = Y[k] > Y[af] ? k : af;
+        }
+        right_mil += b.t[am] > 0.5f;
+        right_fc += b.t[af] > 0.5f;
+        n++;
+    }
+    *acc_mil = n ? (double)right_mil / n : 0;
+    *acc_fc = n ? (double)right_fc / n : 0;
+    *count = n;
+done:
+    free(P);
+    free(Y);
+    ms_loader_close(L);
+    return st;
+}
+
+int ms_cmd_train(int argc, char **argv)
+{
+    ms_cli_t cli = {.cmd = "train"};
+    static const struct option opts[] = {MS_CLI_COMMON_OPTIONS,
+                                         {"resume", no_argument, 0, 'r'},
+                                         {"run", required_argument, 0, 'o'},
+                                         {"backend", required_argument, 0, 'b'},
+                                         {"threads", required_argument, 0, 't'},
+                                         {"progress", required_argument, 0, 'p'},
+                                         {0, 0, 0, 0}};
+    int resume = 0, threads = 0, opt;
+    const char *run_dir = NULL, *backend_name = "auto";
+    ms_progress_mode_t pmode = MS_PROGRESS_AUTO;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        int r = ms_cli_common(&cli, opt, optarg);
+        if (r < 0)
+            return 2;
+        if (r)
+            continue;
+        switch (opt) {
+        case MS_OPT_HELP: help(); return 0;
+        case 'r': resume = 1; break;
+        case 'o': run_dir = optarg; break;
+        case 'b': backend_name = optarg; break;
+        case 't': threads = atoi(optarg); break;
+        case 'p':
+            if (ms_progress_parse(optarg, &pmode))
+                return ms_cli_usage_error("train", "--progress must be auto, lines or bar");
+            break;
+        default: return ms_cli_usage_error("train", "unknown option");
+        }
+    }
+    if (optind < argc)
+        return ms_cli_usage_error("train", "unexpected argument '%s'", argv[optind]);
+    if (!cli.config_path)
+        return ms_cli_usage_error("train", "--config FILE is required");
+
+    ms_status_t st = MS_OK;
+    ms_config_t *cfg = NULL;
+    ms_spec_t spec = {0};
+    ms_options_t po;
+    ms_train_opts_t to;
+    ms_backend_t *be = NULL;
+    ms_net_t *net = NULL;
+    ms_loader_t *L = NULL;
+    ms_shard_t *first = NULL;
+    ms_ckpt_t ck = {0};
+    char *cfg_text = NULL, *train_list = NULL, *val_list = NULL, *names = NULL;
+    const char *train_paths[1024], *val_paths[1024];
+    int ntrain = 0, nval = 0;
+    FILE *log = NULL;
+    ms_progress_t prog;
+    char run[2048], path[4096];
+
+    MS_TRY(ms_cli_config(&cli, &cfg));
+    MS_TRY(ms_spec_from_config(&spec, cfg));
+    MS_TRY(ms_options_read(cfg, &po));
+    MS_TRY(ms_config_check_used(cfg));
+    to = po.train;
+    train_list = strdup(po.data.train);
+    val_list = strdup(po.data.val);
+    if (!train_list || !val_list)
+        MS_FAIL(MS_ENOMEM, "out of memory");
+    ntrain = split_paths(train_list, train_paths, 1024);
+    nval = split_paths(val_list, val_paths, 1024);
+    if (ntrain == 0)
+        MS_FAIL(MS_ECONFIG, "%s: [data] train = SHARD... is required for training",
+                cli.config_path);
+    MS_TRY(ms_config_text(cfg, &cfg_text));
+
+    if (run_dir)
+        snprintf(run, sizeof run, "%s", run_dir);
+    else {
+        const char *base = strrchr(cli.config_path, '/');
+        base = base ? base + 1 : cli.config_path;
+        snprintf(run, sizeof run, "runs/%.*s", (int)(strcspn(base, ".")), base);
+    }
+    MS_TRY(ms_mkdirs(run));
+
+    /* data: every training shard must fit the network */
+    MS_TRY(ms_shard_open(&first, train_paths[0]));
+    if (ms_shard_channels(first) != spec.channels || ms_shard_classes(first) != spec.classes)
+        MS_FAIL(MS_EFORMAT,
+                "%s has %d channels and %d classes; the network of %s takes %d and %d",
+                train_paths[0], ms_shard_channels(first), ms_shard_classes(first),
+                cli.config_path, spec.channels, spec.classes);
+    if (spec.fc >= 0 && (spec.layers[spec.fc].head == MS_HEAD_SIGMOID) !=
+                            (ms_shard_multi_label(first) != 0))
+        MS_FAIL(MS_ECONFIG, "%s is %s-label but [%s] head = %s", train_paths[0],
+                ms_shard_multi_label(first) ? "multi" : "single", spec.layers[spec.fc].name,
+                spec.layers[spec.fc].head == MS_HEAD_SIGMOID ? "sigmoid" : "softmax");
+    {
+        size_t len = 0;
+        for (int k = 0; k < spec.classes; k++)
+            len += strlen(ms_shard_class_name(first, k)) + 1;
+        MS_ALLOC(names, len + 1, "class names");
+        for (int k = 0; k < spec.classes; k++) {
+            strcat(names, ms_shard_class_name(first, k));
+            if (k + 1 < spec.classes)
+                strcat(names, "\n");
+        }
+    }
+    int crop = (int)to.crop, H = ms_shard_height(first), W = ms_shard_width(first);
+    if (crop > 0 && (crop > H || crop > W))
+        MS_FAIL(MS_ECONFIG, "[train] crop = %d is larger than the images of %s (%dx%d)", crop,
+                train_paths[0], W, H);
+    int th = crop ? crop : H, tw = crop ? crop : W;
+
+    MS_TRY(ms_backend_open(&be, backend_name, 0, threads, "bf16"));
+    MS_TRY(ms_net_create(&net, &spec, be, MS_F32, (uint64_t)to.seed));
+
+    long epoch0 = 0, batch0 = 0;
+    if (resume) {
+        newest_checkpoint(run, path, sizeof path);
+        if (!path[0])
+            MS_FAIL(MS_EARG, "--resume: no checkpoint in %s", run);
+        MS_TRY(ms_checkpoint_read_meta(path, &ck));
+        if (ck.seed != (uint64_t)to.seed)
+            MS_FAIL(MS_ECONFIG, "--resume: %s was trained with seed %llu, the config says %ld",
+                    path, (unsigned long long)ck.seed, to.seed);
+        MS_TRY(ms_checkpoint_load(path, net, 1));
+        epoch0 = ck.epoch;
+        batch0 = ck.batch;
+    } else {
+        ck.channels = spec.channels;
+        MS_TRY(ms_norm_stats(train_paths, ntrain, ck.mean, ck.std));
+    }
+    ck.seed = (uint64_t)to.seed;
+    free(ck.config);
+    ck.config = cfg_text;
+    cfg_text = NULL;
+    free(ck.class_names);
+    ck.class_names = names;
+    names = NULL;
+
+    ms_loader_opts_t lo = {.paths = train_paths, .npaths = ntrain, .crop = crop,
+                           .random_crop = 1, .augment = to.augment, .shuffle = 1,
+                           .seed = (uint64_t)to.seed, .rank = 0, .ranks = 1,
+                           .batch = (int)to.batch, .drop_last = 1,
+                           .threads = (int)to.loader_threads,
+                           .cache_bytes = (size_t)to.cache_mb << 20, .mean = ck.mean,
+                           .std = ck.std, .labelled_only = 1};
+    MS_TRY(ms_loader_open(&L, &lo));
+    long per_epoch = ms_loader_steps(L);
+    if (per_epoch < 1)
+        MS_FAIL(MS_EARG, "the training shards hold fewer labelled images than one batch (%ld)",
+                to.batch);
+
+    char desc[256];
+    be->describe(be, desc, sizeof desc);
+    printf("milscreen train: %s\n  backend  %s\n  data     %d shard(s), %ld batches of %ld "
+           "per epoch, %dx%d %s\n  run      %s%s\n",
+           cli.config_path, desc, ntrain, per_epoch, to.batch, tw, th,
+           crop ? "crops" : "images", run, resume ? " (resumed)" : "");
+    snprintf(path, sizeof path, "%s/log.jsonl", run);
+    log = fopen(path, "a");
+    if (!log)
+        MS_FAIL(MS_EIO, "%s: cannot open the run log: %s", path, strerror(errno));
+
+    signal(SIGUSR1, on_signal);
+    signal(SIGTERM, on_signal);
+    signal(SIGINT, on_signal);
+    ms_adam_t hp = {to.lr, to.beta1, to.beta2, to.eps};
+    long total = per_epoch * to.epochs;
+    long step = ms_net_step(net);
+    ms_progress_start(&prog, pmode, log, step, total, 0);
+    long ckpt_every = to.checkpoint_every > 0 ? to.checkpoint_every : per_epoch;
+    long images = 0;
+    double loss = 0;
+    for (long e = epoch0; e < to.epochs && !stop_signal; e++) {
+        MS_TRY(ms_loader_epoch(L, (int)e));
+        for (long b = 0; b < per_epoch && !stop_signal; b++) {
+            ms_batch_t bt;
+            MS_TRY(ms_loader_next(L, &bt));
+            if (e == epoch0 && b < batch0)
+                continue; /* resumed mid-epoch: this batch was trained on already */
+            MS_TRY(ms_net_plan(net, bt.n, bt.h, bt.w, 1));
+            ms_pass_t pass = {.seed = (uint64_t)to.seed, .step = (uint64_t)step};
+            MS_TRY(ms_net_forward(net, bt.x, &pass));
+            MS_TRY(ms_net_loss(net, bt.t, &loss));
+            MS_TRY(ms_net_backward(net, &pass, 0));
+            MS_TRY(ms_net_adam(net, &hp));
+            step = ms_net_step(net);
+            images += bt.n;
+            ms_progress_step(&prog, step, e, loss, images, 0);
+            int end_epoch = b + 1 == per_epoch;
+            if (step % ckpt_every == 0 || stop_signal || (end_epoch && e + 1 == to.epochs)) {
+                ck.epoch = end_epoch ? e + 1 : e;
+                ck.batch = end_epoch ? 0 : b + 1;
+                snprintf(path, sizeof path, "%s/ckpt-%08ld.h5", run, step);
+                MS_TRY(ms_checkpoint_save(path, net, &ck));
+                prune_checkpoints(run, (int)to.keep);
+            }
+        }
+        if (stop_signal)
+            break;
+        ms_progress_step(&prog, step, e + 1, loss, images, 1);
+        if (nval) {
+            double am = 0, af = 0;
+            long n = 0;
+            MS_TRY(validate(net, val_paths, nval, ck.mean, ck.std, (int)to.loader_threads, &am,
+                            &af, &n));
+            char js[256];
+            snprintf(js, sizeof js,
+                     "\"event\": \"validation\", \"epoch\": %ld, \"step\": %ld, \"images\": %ld, "
+                     "\"accuracy_mil\": %.6f, \"accuracy_head\": %.6f",
+                     e + 1, step, n, am, af);
+            ms_progress_note(&prog, js, "epoch %ld validation: %ld images, accuracy MIL %.4f, "
+                                        "head %.4f", e + 1, n, am, af);
+        }
+    }
+    ms_progress_end(&prog);
+    if (stop_signal) {
+        printf("milscreen train: stopped by signal %d at step %ld; checkpoint written, run again "
+               "with --resume\n", (int)stop_signal, step);
+    } else {
+        printf("milscreen train: done, %ld steps; checkpoint %s/ckpt-%08ld.h5\n", step, run,
+               step);
+    }
+done:
+    if (log)
+        fclose(log);
+    ms_loader_close(L);
+    ms_shard_close(first);
+    ms_net_free(net);
+    ms_backend_close(be);
+    ms_checkpoint_free(&ck);
+    ms_spec_free(&spec);
+    ms_config_free(cfg);
+    free(cfg_text), free(train_list), free(val_list), free(names);
+    return st ? ms_cli_fail("train", st) : 0;
+}

@@ -1,0 +1,125 @@
+/* Progress lines, bars and the JSON run log. */
+#include "pipeline/progress.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+double ms_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+int ms_progress_parse(const char *name, ms_progress_mode_t *mode)
+{
+    if (!strcmp(name, "auto"))
+        *mode = MS_PROGRESS_AUTO;
+    else if (!strcmp(name, "lines"))
+        *mode = MS_PROGRESS_LINES;
+    else if (!strcmp(name, "bar"))
+        *mode = MS_PROGRESS_BAR;
+    else
+        return -1;
+    return 0;
+}
+
+void ms_progress_start(ms_progress_t *p, ms_progress_mode_t mode, FILE *log, long start_step,
+                       long total, int quiet)
+{
+    memset(p, 0, sizeof *p);
+    if (mode == MS_PROGRESS_AUTO)
+        mode = (isatty(STDOUT_FILENO) && !getenv("SLURM_JOB_ID")) ? MS_PROGRESS_BAR
+                                                                   : MS_PROGRESS_LINES;
+    p->mode = mode;
+    p->log = log;
+    p->t0 = p->last = ms_now();
+    p->start_step = start_step;
+    p->total = total;
+    p->interval = mode == MS_PROGRESS_BAR ? 0.5 : 10.0;
+    const char *iv = getenv("MS_PROGRESS_INTERVAL");
+    if (iv && atof(iv) > 0)
+        p->interval = atof(iv);
+    p->quiet = quiet;
+    if (!quiet && mode == MS_PROGRESS_LINES) {
+        printf("%10s | %6s | %10s | %8s | %9s\n", "step", "epoch", "loss", "img/s", "ETA");
+        fflush(stdout);
+    }
+}
+
+static void fmt_eta(char *buf, size_t n, double s)
+{
+    if (s < 0 || s > 1e8)
+        snprintf(buf, n, "-");
+    else
+        snprintf(buf, n, "%dh%02dm%02ds", (int)(s / 3600), (int)(s / 60) % 60, (int)s % 60);
+}
+
+void ms_progress_step(ms_progress_t *p, long step, long epoch, double loss, long images,
+                      int force)
+{
+    double now = ms_now();
+    if (!force && now - p->last < p->interval)
+        return;
+    p->last = now;
+    double el = now - p->t0;
+    long done = step - p->start_step;
+    double ips = el > 0 ? images / el : 0;
+    double eta = done > 0 ? el / done * (p->total - step) : -1;
+    char e[32];
+    fmt_eta(e, sizeof e, eta);
+    if (p->log) {
+        fprintf(p->log,
+                "{\"event\": \"step\", \"step\": %ld, \"epoch\": %ld, \"loss\": %.6g, "
+                "\"images_per_s\": %.4g, \"elapsed_s\": %.3f}\n",
+                step, epoch, loss, ips, el);
+        fflush(p->log);
+    }
+    if (p->quiet)
+        return;
+    if (p->mode == MS_PROGRESS_BAR) {
+        int width = 30, fill = p->total > 0 ? (int)(width * (double)step / p->total) : 0;
+        char bar[64];
+        for (int i = 0; i < width; i++)
+            bar[i] = i < fill ? '#' : '.';
+        bar[width] = 0;
+        printf("\r[%s] step %ld/%ld epoch %ld loss %.4f %.2f img/s ETA %s   ", bar, step,
+               p->total, epoch, loss, ips, e);
+        p->bar_open = 1;
+    } else {
+        printf("%10ld | %6ld | %10.5f | %8.2f | %9s\n", step, epoch, loss, ips, e);
+    }
+    fflush(stdout);
+}
+
+void ms_progress_note(ms_progress_t *p, const char *json_fields, const char *fmt, ...)
+{
+    if (p->log && json_fields) {
+        fprintf(p->log, "{%s, \"elapsed_s\": %.3f}\n", json_fields, ms_now() - p->t0);
+        fflush(p->log);
+    }
+    if (p->quiet)
+        return;
+    if (p->bar_open) {
+        printf("\n");
+        p->bar_open = 0;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    printf("\n");
+    fflush(stdout);
+}
+
+void ms_progress_end(ms_progress_t *p)
+{
+    if (!p->quiet && p->bar_open) {
+        printf("\n");
+        fflush(stdout);
+    }
+    p->bar_open = 0;
+}

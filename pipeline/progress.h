@@ -1,0 +1,35 @@
+/* Progress of long work: one fixed-width line per interval (step | epoch | loss | img/s |
+ * ETA), flushed, or a bar redrawn in place on a terminal; a machine-readable JSON line per
+ * interval in the run folder's log. Only rank 0 prints. */
+#ifndef MS_PROGRESS_H
+#define MS_PROGRESS_H
+
+#include <stdio.h>
+
+typedef enum { MS_PROGRESS_AUTO, MS_PROGRESS_LINES, MS_PROGRESS_BAR } ms_progress_mode_t;
+
+typedef struct {
+    ms_progress_mode_t mode; /* resolved: LINES or BAR */
+    FILE *log;               /* JSON lines, or NULL */
+    double t0, last;         /* seconds */
+    long total;              /* steps in the run, for the ETA */
+    long start_step;         /* first step of this process (resume) */
+    double interval;         /* seconds between lines */
+    int quiet;               /* not rank 0 */
+    int bar_open;
+} ms_progress_t;
+
+/* mode_name: "auto" (bar on a terminal outside Slurm, lines otherwise), "lines" or "bar". */
+int ms_progress_parse(const char *mode_name, ms_progress_mode_t *mode);
+void ms_progress_start(ms_progress_t *p, ms_progress_mode_t mode, FILE *log, long start_step,
+                       long total, int quiet);
+/* Called every step; prints when the interval has passed or force is set. */
+void ms_progress_step(ms_progress_t *p, long step, long epoch, double loss, long images,
+                      int force);
+/* A free-form line (validation results...), printed between progress lines and logged. */
+void ms_progress_note(ms_progress_t *p, const char *json_fields, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void ms_progress_end(ms_progress_t *p);
+double ms_now(void);
+
+#endif
