@@ -32,8 +32,8 @@ static void help(void)
            "Writes DIR/<shard name>.scores.h5 for every shard: image_id, mil_prob [N,K],\n"
            "fc_prob [N,K], pred [N], maps [N,K,h,w] (instance probabilities), masks [N,H,W]\n"
            "and, when the shard lists cells, cells/prob [M,K] from %dx%d crops around them.\n"
-           "A shard whose output carries the same checkpoint and shard digests is skipped\n"
-           "(--force scores it again). --set changes the checkpoint's config for this run,\n"
+           "A shard whose output carries the same checkpoint and shard digests and settings is\n"
+           "skipped (--force scores it again). --set changes the checkpoint's config for this run,\n"
            "e.g. --set localise.mode=otsu or --set score.cells=false.\n",
            64, 64);
 }
@@ -49,8 +49,9 @@ static void normalise(float *x, const uint16_t *img, int C, size_t HW, const flo
     }
 }
 
-/* Output exists with the same digests? */
-static int up_to_date(const char *out, const char *ck_digest, const char *src_digest)
+/* Output exists with the same checkpoint and shard digests and the same settings? */
+static int up_to_date(const char *out, const char *ck_digest, const char *src_digest,
+                      const char *config)
 {
     struct stat sb;
     if (stat(out, &sb) != 0)
@@ -58,12 +59,14 @@ static int up_to_date(const char *out, const char *ck_digest, const char *src_di
     hid_t f;
     if (ms_h5_open(&f, out) != MS_OK)
         return 0;
-    char *a = NULL, *b = NULL;
+    char *a = NULL, *b = NULL, *c = NULL;
     int same = ms_h5_attr_get_str(f, "checkpoint_digest", &a) == MS_OK &&
-               ms_h5_attr_get_str(f, "source_digest", &b) == MS_OK && !strcmp(a, ck_digest) &&
-               !strcmp(b, src_digest);
+               ms_h5_attr_get_str(f, "source_digest", &b) == MS_OK &&
+               ms_h5_attr_get_str(f, "config", &c) == MS_OK && !strcmp(a, ck_digest) &&
+               !strcmp(b, src_digest) && !strcmp(c, config);
     free(a);
     free(b);
+    free(c);
     H5Fclose(f);
     ms_error_clear();
     return same;
@@ -132,7 +135,7 @@ static ms_status_t score_shard(score_ctx_t *sc, const char *shard_path, const ch
                 "%d classes",
                 shard_path, C, ms_shard_classes(sh), spec->channels, K);
     MS_TRY(ms_shard_digest(sh, digest));
-    if (!force && up_to_date(out_path, sc->ck->digest, digest)) {
+    if (!force && up_to_date(out_path, sc->ck->digest, digest, sc->config_text)) {
         *skipped = 1;
         goto done;
     }

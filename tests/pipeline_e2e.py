@@ -1,0 +1,164 @@
+#!/usr/bin/python3
+"""End to end on a tiny synthetic plate set: train, resume bit for bit (after an epoch and
+after a signal mid-run), score, re-score skip, eval, render; the files checked with h5py and
+the scores against the PyTorch twin loading the same checkpoint."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import h5py
+import numpy as np
+import torch
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+import milscreen_torch as mt  # noqa: E402
+
+MS = sys.argv[1]
+failures = []
+
+
+def check(what, ok, detail=""):
+    print(f"{'ok' if ok else 'FAIL'}: {what} {detail}")
+    if not ok:
+        failures.append(what)
+
+
+def run(*args, ok=True, **kw):
+    r = subprocess.run([MS, *args], capture_output=True, text=True, **kw)
+    if ok and r.returncode != 0:
+        print(r.stdout, r.stderr)
+        raise SystemExit(f"milscreen {' '.join(args)} failed")
+    return r
+
+
+def weights(path):
+    with h5py.File(path, "r") as f:
+        out = {}
+        f["weights"].visititems(lambda n, d: out.__setitem__(n, d[()]) if isinstance(d, h5py.Dataset) else None)
+        return out
+
+
+def newest(run_dir):
+    c = sorted(p for p in os.listdir(run_dir) if p.startswith("ckpt-"))
+    return os.path.join(run_dir, c[-1])
+
+
+with tempfile.TemporaryDirectory() as d:
+    os.chdir(d)
+    run("synth", "--preset", "tiny", "--out", "data", "--seed", "3")
+    net = open(os.path.join(ROOT, "configs", "paper.ini")).read()
+    net = net[net.index("[pool0]"):]
+    cfg = ("[net]\nchannels = 3\nclasses = 3\n[train]\nbatch = 4\nepochs = 3\ncrop = 96\n"
+           "checkpoint_every = 1\nkeep = 2\nseed = 5\n"
+           "[data]\ntrain = data/train.h5\nval = data/test.h5\n" + net)
+    open("tiny.ini", "w").write(cfg)
+
+    # an uninterrupted run
+    r = run("train", "--config", "tiny.ini", "--run", "a", "--progress", "lines")
+    ck = sorted(p for p in os.listdir("a") if p.startswith("ckpt-"))
+    check("keeps the last 2 checkpoints", len(ck) == 2, str(ck))
+    log = [json.loads(line) for line in open("a/log.jsonl")]
+    check("log.jsonl has steps and validations",
+          any(e["event"] == "step" for e in log) and sum(e["event"] == "validation" for e in log) == 3)
+    final_a = weights(newest("a"))
+
+    # stop after one epoch, resume to the end
+    run("train", "--config", "tiny.ini", "--run", "b", "--set", "train.epochs=1")
+    run("train", "--config", "tiny.ini", "--run", "b", "--resume")
+    final_b = weights(newest("b"))
+    check("resume after an epoch is bit for bit",
+          all(np.array_equal(final_a[k], final_b[k]) for k in final_a))
+
+    # a signal mid-run: checkpoint, clean exit, resume
+    p = subprocess.Popen([MS, "train", "--config", "tiny.ini", "--run", "c", "--set",
+                          "train.epochs=100", "--progress", "lines"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    t0 = time.time()
+    while time.time() - t0 < 120 and not (os.path.isdir("c") and any(
+            n.startswith("ckpt-") for n in os.listdir("c"))):
+        time.sleep(0.2)
+    p.send_signal(signal.SIGUSR1)
+    out, err = p.communicate(timeout=120)
+    check("SIGUSR1 stops cleanly", p.returncode == 0 and "stopped by signal" in out, out[-300:] + err)
+    stopped = newest("c")
+    stop_step = int(os.path.basename(stopped)[5:13])
+    check("stopped mid-run", 0 < stop_step < 100 * 4, str(stop_step))
+    epochs = stop_step // 4 + 2  # 4 batches per epoch: finish the next epoch too
+    run("train", "--config", "tiny.ini", "--run", "c", "--resume", "--set", f"train.epochs={epochs}")
+    run("train", "--config", "tiny.ini", "--run", "a3", "--set", f"train.epochs={epochs}")
+    check("resume after a signal is bit for bit",
+          all(np.array_equal(weights(newest("a3"))[k], weights(newest("c"))[k]) for k in final_a),
+          f"(stopped at step {stop_step}, trained to epoch {epochs})")
+
+    # score
+    ck = newest("a")
+    r = run("score", "--checkpoint", ck, "--out", "scores", "data/test.h5")
+    out = "scores/test.scores.h5"
+    with h5py.File(out, "r") as f, h5py.File("data/test.h5", "r") as s:
+        N, C, H, W = s["images"].shape
+        K = 3
+        for name, shape in [("mil_prob", (N, K)), ("fc_prob", (N, K)), ("pred", (N,)),
+                            ("masks", (N, H, W)), ("image_id", (N,))]:
+            check(f"/{name} shape", name in f and f[name].shape == shape,
+                  str(f[name].shape if name in f else None))
+        check("/maps is (N, K, h, w)", f["maps"].shape[:2] == (N, K))
+        for name in ("mil_prob", "fc_prob", "maps"):
+            v = f[name][()]
+            check(f"/{name} in [0,1]", np.all((v >= 0) & (v <= 1)) and np.all(np.isfinite(v)))
+        m = f["masks"][()]
+        check("masks binary", set(np.unique(m)) <= {0, 1})
+        check("fc_prob rows sum to 1", np.allclose(f["fc_prob"][()].sum(1), 1, atol=1e-5))
+        for a in ("checkpoint_digest", "source_digest", "config", "milscreen_version", "source"):
+            check(f"attribute {a}", a in f.attrs)
+        check("cells scored", "cells/prob" in f and f["cells/prob"].shape[1] == K)
+        ids = [x.decode() if isinstance(x, bytes) else x for x in f["image_id"][()]]
+        sids = [x.decode() if isinstance(x, bytes) else x for x in s["meta/image_id"][()]]
+        check("image ids follow the shard", ids == sids)
+
+        # the PyTorch twin on the same checkpoint and images
+        with h5py.File(ck, "r") as c:
+            config = c.attrs["config"]
+            mean, std = c["norm/mean"][()], c["norm/std"][()]
+        open("ck.ini", "w").write(config if isinstance(config, str) else config.decode())
+        model = mt.load_checkpoint(mt.build_model("ck.ini"), ck).eval()
+        x = (s["images"][()].astype(np.float32) - mean[None, :, None, None]) / std[None, :, None, None]
+        with torch.no_grad():
+            z, P, y = model(torch.from_numpy(x))
+        rel = lambda a, b: np.abs(a - b).max() / max(np.abs(b).max(), 1e-30)
+        check("mil_prob equals the twin's", rel(f["mil_prob"][()], P.numpy()) <= 1e-4,
+              f"{rel(f['mil_prob'][()], P.numpy()):.2e}")
+        check("fc_prob equals the twin's", rel(f["fc_prob"][()], model.head_prob().numpy()) <= 1e-4)
+        check("maps equal the twin's", rel(f["maps"][()], torch.sigmoid(z).numpy()) <= 1e-4)
+
+    r = run("score", "--checkpoint", ck, "--out", "scores", "data/test.h5")
+    check("re-scoring skips", "up to date" in r.stdout, r.stdout)
+    r = run("score", "--checkpoint", ck, "--out", "scores", "--force", "data/test.h5")
+    check("--force scores again", "->" in r.stdout, r.stdout)
+    r = run("score", "--checkpoint", ck, "--out", "scores", "--set", "localise.mode=otsu",
+            "data/test.h5")
+    with h5py.File(out, "r") as f:
+        check("otsu mask mode", f.attrs["mask_mode"] in ("otsu", b"otsu"))
+
+    # a shard of another shape is an error naming both
+    run("synth", "--preset", "yeast-like", "--out", "other", "--seed", "1", "--size", "96x96",
+        "--treatments", "2", "--replicates", "1", "--sites", "1")
+    r = run("score", "--checkpoint", ck, "--out", "scores2", "other/test.h5", ok=False)
+    check("shard of other channels fails naming both",
+          r.returncode != 0 and "other/test.h5" in r.stderr and "2 channels" in r.stderr, r.stderr)
+    check("no partial output left", not os.path.exists("scores2/test.scores.h5")
+          and not any(n.startswith(".") for n in os.listdir("scores2")) if os.path.isdir("scores2") else True)
+
+    r = run("eval", out, "--json", "eval.json")
+    ev = json.load(open("eval.json"))
+    check("eval JSON", isinstance(ev, dict) and len(ev) > 0, str(list(ev)[:5]))
+    run("render", "--input", out, "--index", "0", "--out", "r.png")
+    png = open("r.png", "rb").read()
+    check("render writes a PNG", png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000)
+
+print(f"{'all passed' if not failures else 'FAILED: ' + ', '.join(failures)}")
+sys.exit(1 if failures else 0)
