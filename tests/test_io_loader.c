@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io/h5util.h"
 #include "io/loader.h"
 #include "io/shard.h"
 #include "tests/check.h"
@@ -287,6 +288,65 @@ static void test_stats(void)
     }
 }
 
+/* A damaged chunk: the reader says which file and image, a loader thread hands the error to
+ * the consumer (no hang, no crash), and closing the loader afterwards is clean. */
+static void test_damaged(void)
+{
+    char pd[300];
+    snprintf(pd, sizeof pd, "%s/damaged.h5", dir);
+    make(pd, 0, 9, 3, "a");
+    hid_t f;
+    CHECK_OK(ms_h5_open(&f, pd));
+    hid_t ds = H5Dopen2(f, "images", H5P_DEFAULT);
+    hsize_t off[4] = {5, 0, 0, 0}; /* damaged.h5 has one chunk per image */
+    unsigned mask = 0;
+    haddr_t addr = 0;
+    hsize_t size = 0;
+    CHECK(H5Dget_chunk_info_by_coord(ds, off, &mask, &addr, &size) >= 0 && size > 64,
+          "chunk info");
+    H5Dclose(ds);
+    H5Fclose(f);
+    FILE *fp = fopen(pd, "r+b");
+    char junk[32];
+    memset(junk, 0x5a, sizeof junk);
+    CHECK(fp && fseek(fp, (long)(addr + size / 2), SEEK_SET) == 0 &&
+              fwrite(junk, 1, sizeof junk, fp) == sizeof junk,
+          "damage the file");
+    if (fp)
+        fclose(fp);
+    ms_shard_t *s = NULL;
+    CHECK_OK(ms_shard_open(&s, pd));
+    uint16_t *p = malloc(sizeof(uint16_t) * C * H * W);
+    CHECK(ms_shard_read(s, 5, p) == MS_EFORMAT && strstr(ms_error_message(), "damaged.h5") &&
+              strstr(ms_error_message(), "image 5"),
+          "%s", ms_error_message());
+    CHECK(ms_shard_read_hdf5(s, 5, p) != MS_OK, "HDF5 notices too");
+    CHECK_OK(ms_shard_read(s, 4, p));
+    ms_shard_close(s);
+    free(p);
+    const char *paths[1] = {pd};
+    for (int threads = 0; threads <= 3; threads += 3) {
+        ms_loader_opts_t o = {.paths = paths, .npaths = 1, .ranks = 1, .batch = 2,
+                              .threads = threads, .shuffle = 1, .seed = 3};
+        ms_loader_t *L = NULL;
+        CHECK_OK(ms_loader_open(&L, &o));
+        if (!L)
+            continue;
+        ms_status_t st = MS_OK;
+        for (int e = 0; e < 2; e++) {
+            CHECK_OK(ms_loader_epoch(L, e));
+            ms_batch_t b;
+            int guard = 0;
+            do {
+                st = ms_loader_next(L, &b);
+            } while (st == MS_OK && b.n && ++guard < 100);
+            CHECK(st == MS_EFORMAT && strstr(ms_error_message(), "image 5"),
+                  "threads %d epoch %d: %s", threads, e, ms_error_message());
+        }
+        ms_loader_close(L);
+    }
+}
+
 int main(void)
 {
     snprintf(dir, sizeof dir, "/tmp/ms_test_io_loader.XXXXXX");
@@ -300,6 +360,7 @@ int main(void)
     test_ranks();
     test_options();
     test_stats();
+    test_damaged();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0)
