@@ -119,8 +119,13 @@ def test_mnist(a, tmp):
     outs = []
     for j in range(2):
         out = os.path.join(tmp, f"mnist{j}")
-        run([tool, "--out", out, "--seed", "9", "--size", "128", "--digits", "20",
-             "--train-per-class", "3", "--test-per-class", "2"])
+        cmd = [tool, "--out", out, "--seed", "9", "--size", "128", "--digits", "20",
+               "--train-per-class", "3", "--test-per-class", "2"]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode == 3:  # the MNIST digits cannot be fetched here: skip, do not pass
+            print("io_roundtrip: SKIPPED cluttered MNIST:", r.stderr.strip())
+            return "skip"
+        check(r.returncode == 0, f"{' '.join(cmd)}: exit {r.returncode}\n{r.stderr}")
         outs.append(out)
     for split in ("train", "test"):
         p0, p1 = (os.path.join(o, f"{split}.h5") for o in outs)
@@ -138,7 +143,7 @@ def test_mnist(a, tmp):
             for i in range(len(y)):
                 sel = lab[idx == i]
                 k = y[i] + 1
-                nk = int(round(20 * k / 10))
+                nk = max(1, int(np.floor(20 * k / 10 + 0.5)))
                 check(len(sel) == 20 and (sel == y[i]).sum() == nk and (sel == -1).sum() == 20 - nk,
                       f"{split} image {i} (label {k}): {nk} digits {k} and {20 - nk} zeros")
             # the digit's class is its label + 1, or 0 for a zero
@@ -160,7 +165,8 @@ def main():
         if a.only in (None, "synth"):
             test_synth(a, tmp)
         if a.only in (None, "mnist"):
-            test_mnist(a, tmp)
+            if test_mnist(a, tmp) == "skip" and not failures:
+                return 77
     print(f"io_roundtrip: {failures} failures")
     return 1 if failures else 0
 

@@ -2,8 +2,8 @@
 """Cluttered MNIST (Kraus et al. 2016, section 3.1.1; DESIGN.md section 5) as milscreen shards.
 
 Each image is SIZE x SIZE black with DIGITS MNIST digits placed with little overlap; an image of
-label k (1..9) holds round(DIGITS * k / 10) digits k and the rest zeros (the paper: 512x512, 100
-digits, 10k digits k and 100-10k zeros). Labels 1..9 are classes 0..8 named "1".."9".
+label k (1..9) holds max(1, floor(DIGITS * k / 10 + 0.5)) digits k and the rest zeros (the
+paper: 512x512, 100 digits, 10k digits k and 100-10k zeros). Labels 1..9 are classes 0..8 named "1".."9".
 Every class's digits are split into disjoint train and test pools (80/20) before composing;
 digits are then drawn with replacement within a pool, so a pool's digits recur across images
 (the paper's 50 images of label 9 need 4,500 nines from a pool of about 800).
@@ -37,9 +37,14 @@ def load_digits(mnist_dir):
     return digits
 
 
+def digits_of(label, ndigits):
+    """Digits of the image's class: 10k of 100 in the paper; at least one in small variants."""
+    return max(1, int(np.floor(ndigits * label / 10 + 0.5)))
+
+
 def compose(rng, pools, label, size, ndigits):
     """One image (size, size) uint8, its instance mask (uint16) and its digits' records."""
-    nk = int(round(ndigits * label / 10))
+    nk = digits_of(label, ndigits)
     kinds = np.array([label] * nk + [0] * (ndigits - nk))
     rng.shuffle(kinds)
     canvas = np.zeros((size, size), np.float32)
