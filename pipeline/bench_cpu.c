@@ -31,6 +31,7 @@ static void help(void)
         "  --threads N       OpenMP threads (default: the online CPUs)\n"
         "  --steps N         timed steps per figure (default 5)\n"
         "  --warmup N        untimed steps first (default 1)\n"
+        "  --only LIST       a subset of train256,train900,infer (default: all three)\n"
         "  --rounds N        repeat everything N times, alternating with PyTorch, and compare\n"
         "                    each side's best round (default 1; use 3 on a shared machine)\n"
         "  --infer WxH       inference input (default 1000x1200)\n"
@@ -41,6 +42,7 @@ static void help(void)
 
 typedef struct {
     int vs_pytorch, threads, steps, warmup, layers, iw, ih, rounds;
+    unsigned figures; /* bit 0: train 256x256 b4, 1: train 900x900 b1, 2: inference */
 } opts_t;
 
 typedef struct {
@@ -269,8 +271,10 @@ static int run_pytorch(const opts_t *o, const figure_t *fig, int nfig, double *t
     char cmd[1024];
     snprintf(cmd, sizeof cmd,
              "'%s/tools/bench-pytorch' --cpu --threads %d --steps %d --warmup %d --infer %dx%d "
-             "2>&1",
-             MS_SOURCE_DIR, o->threads, o->steps, o->warmup, o->iw, o->ih);
+             "--only %s%s%s 2>&1",
+             MS_SOURCE_DIR, o->threads, o->steps, o->warmup, o->iw, o->ih,
+             o->figures & 1 ? "train256," : "", o->figures & 2 ? "train900," : "",
+             o->figures & 4 ? "infer" : "");
     printf("\n== PyTorch: %s\n", cmd);
     fflush(stdout);
     FILE *f = popen(cmd, "r");
@@ -339,6 +343,8 @@ static ms_status_t bench(const opts_t *o, ms_config_t *cfg)
         printf("\n  %-6s %-10s %5s %10s %10s %10s %10s\n", "", "input", "batch", "median s",
                "images/s", "GFLOP/s", "fastest s");
         for (int r = 0; r < 3; r++) {
+            if (!(o->figures & (1 << r)))
+                continue;
             int w = runs[r][0] ? runs[r][0] : o->iw, h = runs[r][1] ? runs[r][1] : o->ih;
             int train = runs[r][3];
             MS_TRY(time_run(net, runs[r][2], h, w, train, o, &fig[r], lf, lb));
@@ -372,6 +378,8 @@ static ms_status_t bench(const opts_t *o, ms_config_t *cfg)
                o->rounds > 1 ? "\n   each side's best round (alternating rounds filter out "
                                "other load on the machine)" : "");
         for (int r = 0; r < 3; r++) {
+            if (!(o->figures & (1 << r)))
+                continue;
             double ratio = best[r].ips / tbest[r], rmin = tbest_min[r] / best[r].min_s;
             printf("  %-6s %4dx%-5d batch %d: milscreen %8.2f img/s, PyTorch %8.2f img/s: "
                    "%5.2fx (fastest steps: %5.2fx)\n",
@@ -402,7 +410,8 @@ int ms_bench_cpu(int argc, char **argv)
         O_WARMUP,
         O_INFER,
         O_NOLAYERS,
-        O_ROUNDS
+        O_ROUNDS,
+        O_ONLY
     };
     static const struct option longopts[] = {
         MS_CLI_COMMON_OPTIONS,
@@ -414,11 +423,12 @@ int ms_bench_cpu(int argc, char **argv)
         {"infer", required_argument, 0, O_INFER},
         {"no-layers", no_argument, 0, O_NOLAYERS},
         {"rounds", required_argument, 0, O_ROUNDS},
+        {"only", required_argument, 0, O_ONLY},
         {0, 0, 0, 0}};
     ms_cli_t cli = {.cmd = "bench"};
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     opts_t o = {.threads = ncpu > 0 ? (int)ncpu : 1, .steps = 5, .warmup = 1, .layers = 1,
-                .iw = 1000, .ih = 1200, .rounds = 1};
+                .iw = 1000, .ih = 1200, .rounds = 1, .figures = 7};
     int opt, c;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -436,6 +446,12 @@ int ms_bench_cpu(int argc, char **argv)
         case O_WARMUP: o.warmup = atoi(optarg); break;
         case O_NOLAYERS: o.layers = 0; break;
         case O_ROUNDS: o.rounds = atoi(optarg); break;
+        case O_ONLY:
+            o.figures = (strstr(optarg, "train256") ? 1u : 0) |
+                        (strstr(optarg, "train900") ? 2u : 0) | (strstr(optarg, "infer") ? 4u : 0);
+            if (!o.figures)
+                return ms_cli_usage_error("bench", "--only wants train256, train900, infer");
+            break;
         case O_INFER:
             if (ms_cli_parse_size(optarg, &o.iw, &o.ih, &c, 3))
                 return ms_cli_usage_error("bench", "--infer wants WxH, not '%s'", optarg);
