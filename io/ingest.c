@@ -341,15 +341,27 @@ static ms_status_t write_set(set_t *s, const char *out, const ms_ingest_opts_t *
                 snprintf(msg[b], sizeof msg[b], "%s", ms_error_message());
         }
         for (int b = 0; b < nb; b++) {
-            int i = i0 + b;
-            row_t *r = &s->rows[i];
+            row_t *r = &s->rows[i0 + b];
             if (sts[b])
                 MS_FAIL(sts[b], "%s", msg[b]);
-            st = ms_shard_write_image_u16(w, i, img + (size_t)b * per);
-            if (st) {
-                st = at_row(st, s->src, r->line, NULL);
-                goto done;
+            if (dt == MS_DTYPE_U8) {
+                /* narrow in place: the first bytes of the batch become (nb, C, H, W) uint8 */
+                const uint16_t *src = img + (size_t)b * per;
+                uint8_t *dst = (uint8_t *)img + (size_t)b * per;
+                for (size_t j = 0; j < per; j++) {
+                    if (src[j] > 255) {
+                        st = MS_ERR(MS_EARG, "%s:%d: value %u > 255 for a uint8 shard "
+                                    "(--dtype uint16)", s->src, r->line, src[j]);
+                        goto done;
+                    }
+                    dst[j] = (uint8_t)src[j];
+                }
             }
+        }
+        MS_TRY(ms_shard_write_images(w, i0, nb, img, B));
+        for (int b = 0; b < nb; b++) {
+            int i = i0 + b;
+            row_t *r = &s->rows[i];
             st = ms_shard_set_meta(w, i, &r->m, s->multi && r->known ? r->labels : NULL);
             if (st) {
                 st = at_row(st, s->src, r->line, NULL);

@@ -699,7 +699,6 @@ ms_status_t ms_shard_create(ms_shard_writer_t **out, const char *path, const ms_
         if (!w->comp)
             MS_FAIL(MS_ENOMEM, "cannot allocate a compressor");
         w->zcap = libdeflate_zlib_compress_bound(w->comp, cbytes);
-        MS_ALLOC(w->zbuf, w->zcap, "shard writer chunk");
     }
     MS_TRY(ms_h5_create(&w->f, path));
     hsize_t dims[4] = {(hsize_t)n, (hsize_t)sp->c, (hsize_t)sp->h, (hsize_t)sp->w};
@@ -720,47 +719,132 @@ done:
     return st;
 }
 
+/* Bytes one encoded chunk may take (a slot of the encode buffer). */
+static size_t chunk_slot(const ms_shard_writer_t *w)
+{
+    size_t nbytes = (size_t)w->spec.c * w->th * w->tw * (w->spec.dtype == MS_DTYPE_U8 ? 1 : 2);
+    return w->spec.comp == MS_COMP_DEFLATE ? w->zcap : nbytes;
+}
+
+static int chunks_per_image(const ms_shard_writer_t *w)
+{
+    return ((w->spec.h + w->th - 1) / w->th) * ((w->spec.w + w->tw - 1) / w->tw);
+}
+
+/* Encodes one image's chunks into out (one slot each, sizes[j] bytes used): gather the tile
+ * (zero-padded at the right and bottom edges), shuffle, compress. Touches no HDF5 and no
+ * writer state, so threads encode different images at once. 0 on success. */
+static int encode_image(const ms_shard_writer_t *w, struct libdeflate_compressor *cz,
+                        const void *pix, uint8_t *chunk, uint8_t *shuf, uint8_t *out,
+                        size_t *sizes)
+{
+    const ms_shard_spec_t *sp = &w->spec;
+    size_t es = sp->dtype == MS_DTYPE_U8 ? 1 : 2;
+    size_t nel = (size_t)sp->c * w->th * w->tw, slot = chunk_slot(w);
+    int j = 0;
+    for (int cy = 0; cy < sp->h; cy += w->th)
+        for (int cx = 0; cx < sp->w; cx += w->tw, j++) {
+            int hh = cy + w->th <= sp->h ? w->th : sp->h - cy;
+            int ww = cx + w->tw <= sp->w ? w->tw : sp->w - cx;
+            uint8_t *dst = sp->comp == MS_COMP_DEFLATE ? chunk : out + j * slot;
+            if (hh < w->th || ww < w->tw)
+                memset(dst, 0, nel * es);
+            for (int c = 0; c < sp->c; c++)
+                for (int y = 0; y < hh; y++)
+                    memcpy(dst + (((size_t)c * w->th + y) * w->tw) * es,
+                           (const uint8_t *)pix +
+                               (((size_t)c * sp->h + cy + y) * sp->w + cx) * es,
+                           (size_t)ww * es);
+            sizes[j] = nel * es;
+            if (sp->comp == MS_COMP_DEFLATE) {
+                const uint8_t *src = chunk;
+                if (es == 2) {
+                    shuffle2(shuf, chunk, nel);
+                    src = shuf;
+                }
+                sizes[j] = libdeflate_zlib_compress(cz, src, nel * es, out + j * slot, slot);
+                if (!sizes[j])
+                    return -1;
+            }
+        }
+    return 0;
+}
+
+/* Writes the encoded chunks of image i (HDF5: one thread). */
+static ms_status_t put_image(ms_shard_writer_t *w, int i, const uint8_t *enc,
+                             const size_t *sizes)
+{
+    size_t slot = chunk_slot(w);
+    int j = 0;
+    for (int cy = 0; cy < w->spec.h; cy += w->th)
+        for (int cx = 0; cx < w->spec.w; cx += w->tw, j++) {
+            hsize_t off[4] = {(hsize_t)i, 0, (hsize_t)cy, (hsize_t)cx};
+            if (H5Dwrite_chunk(w->images, H5P_DEFAULT, 0, off, sizes[j], enc + j * slot) < 0)
+                return MS_ERR(MS_EIO, "%s: cannot write image %d (disk full?)", w->f.path, i);
+        }
+    w->written[i] = 1;
+    return MS_OK;
+}
+
 ms_status_t ms_shard_write_image(ms_shard_writer_t *w, int i, const void *pix)
+{
+    return ms_shard_write_images(w, i, 1, pix, 1);
+}
+
+ms_status_t ms_shard_write_images(ms_shard_writer_t *w, int i0, int n, const void *pix,
+                                  int threads)
 {
     ms_status_t st = MS_OK;
     ms_h5_quiet();
     const ms_shard_spec_t *sp = &w->spec;
-    if (i < 0 || i >= sp->n)
-        MS_FAIL(MS_EARG, "%s: image %d out of range 0..%d", w->f.path, i, sp->n - 1);
+    if (n < 0 || i0 < 0 || i0 + n > sp->n)
+        return MS_ERR(MS_EARG, "%s: images %d..%d out of range 0..%d", w->f.path, i0,
+                      i0 + n - 1, sp->n - 1);
     size_t es = sp->dtype == MS_DTYPE_U8 ? 1 : 2;
-    size_t nel = (size_t)sp->c * w->th * w->tw;
-    for (int cy = 0; cy < sp->h; cy += w->th)
-        for (int cx = 0; cx < sp->w; cx += w->tw) {
-            /* gather the tile, zero-padded at the right and bottom edges */
-            int hh = cy + w->th <= sp->h ? w->th : sp->h - cy;
-            int ww = cx + w->tw <= sp->w ? w->tw : sp->w - cx;
-            if (hh < w->th || ww < w->tw)
-                memset(w->chunk, 0, nel * es);
-            for (int c = 0; c < sp->c; c++)
-                for (int y = 0; y < hh; y++)
-                    memcpy(w->chunk + (((size_t)c * w->th + y) * w->tw) * es,
-                           (const uint8_t *)pix +
-                               (((size_t)c * sp->h + cy + y) * sp->w + cx) * es,
-                           (size_t)ww * es);
-            const void *data = w->chunk;
-            size_t size = nel * es;
-            if (sp->comp == MS_COMP_DEFLATE) {
-                const uint8_t *src = w->chunk;
-                if (es == 2) {
-                    shuffle2(w->shuf, w->chunk, nel);
-                    src = w->shuf;
+    size_t img = (size_t)sp->c * sp->h * sp->w * es;
+    size_t cbytes = (size_t)sp->c * w->th * w->tw * es;
+    int nch = chunks_per_image(w);
+    size_t per = (size_t)nch * chunk_slot(w);
+    uint8_t *enc = NULL;
+    size_t *sizes = NULL;
+    int failed = -1;
+    MS_ALLOC(enc, (size_t)n * per, "encoded images");
+    MS_ALLOC(sizes, (size_t)n * nch, "encoded images");
+    if (threads <= 1 || n == 1) {
+        for (int b = 0; b < n && failed < 0; b++)
+            if (encode_image(w, w->comp, (const uint8_t *)pix + b * img, w->chunk, w->shuf,
+                             enc + b * per, sizes + (size_t)b * nch))
+                failed = i0 + b;
+    } else {
+#pragma omp parallel num_threads(threads)
+        {
+            struct libdeflate_compressor *cz =
+                sp->comp == MS_COMP_DEFLATE ? libdeflate_alloc_compressor(sp->level) : NULL;
+            uint8_t *chunk = malloc(cbytes), *shuf = malloc(cbytes);
+#pragma omp for schedule(dynamic, 1)
+            for (int b = 0; b < n; b++) {
+                int bad = !chunk || !shuf || (sp->comp == MS_COMP_DEFLATE && !cz) ||
+                          encode_image(w, cz, (const uint8_t *)pix + b * img, chunk, shuf,
+                                       enc + b * per, sizes + (size_t)b * nch);
+                if (bad) {
+#pragma omp critical(ms_shard_encode)
+                    if (failed < 0 || i0 + b < failed)
+                        failed = i0 + b;
                 }
-                size = libdeflate_zlib_compress(w->comp, src, nel * es, w->zbuf, w->zcap);
-                if (!size)
-                    MS_FAIL(MS_EINTERNAL, "compression of image %d failed", i);
-                data = w->zbuf;
             }
-            hsize_t off[4] = {(hsize_t)i, 0, (hsize_t)cy, (hsize_t)cx};
-            if (H5Dwrite_chunk(w->images, H5P_DEFAULT, 0, off, size, data) < 0)
-                MS_FAIL(MS_EIO, "%s: cannot write image %d (disk full?)", w->f.path, i);
+            if (cz)
+                libdeflate_free_compressor(cz);
+            free(chunk);
+            free(shuf);
         }
-    w->written[i] = 1;
+    }
+    if (failed >= 0)
+        MS_FAIL(MS_ENOMEM, "%s: encoding image %d failed (out of memory?)", w->f.path, failed);
+    for (int b = 0; b < n; b++)
+        MS_TRY(put_image(w, i0 + b, enc + b * per, sizes + (size_t)b * nch));
 done:
+    free(enc);
+    free(sizes);
     return st;
 }
 

@@ -125,6 +125,10 @@ typedef struct ms_shard_writer ms_shard_writer_t;
 ms_status_t ms_shard_create(ms_shard_writer_t **w, const char *path, const ms_shard_spec_t *spec);
 /* pix (C, H, W) in the shard's dtype (uint8_t or uint16_t). */
 ms_status_t ms_shard_write_image(ms_shard_writer_t *w, int i, const void *pix);
+/* n images i0..i0+n-1 from pix (n, C, H, W) in the shard's dtype, compressed by `threads`
+ * threads at once (HDF5 then writes them in order from one thread). */
+ms_status_t ms_shard_write_images(ms_shard_writer_t *w, int i0, int n, const void *pix,
+                                  int threads);
 /* pix (C, H, W) uint16; for a uint8 shard every value must be <= 255. */
 ms_status_t ms_shard_write_image_u16(ms_shard_writer_t *w, int i, const uint16_t *pix);
 /* Metadata of image i (strings copied). labels: the K-row for multi-label shards (0/1, or NULL

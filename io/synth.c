@@ -723,12 +723,13 @@ static ms_status_t write_split(const ms_synth_preset_t *p, const char *path, con
                                     img + (size_t)b * p->c * HW, mask + (size_t)b * HW,
                                     cells + (size_t)b * maxc, maxc, &ncell[b]);
         }
+        for (int b = 0; b < nb; b++)
+            if (sts[b] != MS_OK)
+                MS_FAIL(sts[b], "rendering field %d failed", i0 + b);
+        MS_TRY(ms_shard_write_images(w, i0, nb, img, B));
         for (int b = 0; b < nb; b++) {
             int i = i0 + b;
             const field_t *f = &fs[i];
-            if (sts[b] != MS_OK)
-                MS_FAIL(sts[b], "rendering field %d failed", i);
-            MS_TRY(ms_shard_write_image(w, i, img + (size_t)b * p->c * HW));
             MS_TRY(ms_shard_write_mask(w, i, mask + (size_t)b * HW));
             char plate[32], well[8], id[64], treat[96];
             snprintf(plate, sizeof plate, "SYN-%s-P%d", p->kind == MS_SYNTH_MCF7 ? "M" : "Y",
