@@ -675,6 +675,8 @@ static ms_status_t cuda_forward(ms_backend_t *be, ms_plan_t *pl, int l, const vo
         break;
     case MS_LAYER_FC:
         CU(ms_cuk_fc_fwd(p->y, p->P, w, b, pl->n, L->c, L->oc, c->stream));
+        /* probabilities in the forward pass: eval reads them without a loss */
+        CU(ms_cuk_head_prob(p->prob, p->y, (int)s->head, pl->n, L->oc, c->stream));
         break;
     }
 done:

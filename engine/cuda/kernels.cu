@@ -1181,3 +1181,33 @@ cudaError_t ms_cuk_lbp(uint8_t *out, float *msg, float *nxt, const float *unary,
 }
 
 } // extern "C"
+
+/* One thread per row: K is the number of classes (tens). */
+__global__ void k_head_prob(float *prob, const float *y, int head, int N, int K)
+{
+    int n = blockIdx.x * blockDim.x + threadIdx.x;
+    if (n >= N)
+        return;
+    const float *yn = y + (size_t)n * K;
+    float *pr = prob + (size_t)n * K;
+    if (head == 0) { /* MS_HEAD_SOFTMAX */
+        float m = -INFINITY, s = 0;
+        for (int k = 0; k < K; k++)
+            m = fmaxf(m, yn[k]);
+        for (int k = 0; k < K; k++)
+            s += expf(yn[k] - m);
+        float L = m + logf(s);
+        for (int k = 0; k < K; k++)
+            pr[k] = expf(yn[k] - L);
+    } else {
+        for (int k = 0; k < K; k++)
+            pr[k] = 1.0f / (1.0f + expf(-yn[k]));
+    }
+}
+
+cudaError_t ms_cuk_head_prob(float *prob, const float *y, int head, int N, int K,
+                             cudaStream_t s)
+{
+    k_head_prob<<<(N + 127) / 128, 128, 0, s>>>(prob, y, head, N, K);
+    return cudaGetLastError();
+}

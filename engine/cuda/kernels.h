@@ -95,6 +95,9 @@ cudaError_t ms_cuk_fc_fwd(float *y, const float *x, const float *w, const float 
                           int ni, int no, cudaStream_t s);
 cudaError_t ms_cuk_fc_bwd(float *dx, float *dw, float *db, const float *dy, const float *x,
                           const float *w, int N, int ni, int no, cudaStream_t s);
+/* the head's probabilities prob (N,K): softmax or sigmoid of y, as ms_ref_head_prob */
+cudaError_t ms_cuk_head_prob(float *prob, const float *y, int head, int N, int K,
+                             cudaStream_t s);
 /* eq. 2 as ms_ref_loss: *loss (device double) = mean over the batch; writes glogP, glog1mP,
  * and when y != NULL gy and prob; head: ms_head_t */
 cudaError_t ms_cuk_loss(double *loss, float *glogP, float *glog1mP, float *gy, float *prob,
