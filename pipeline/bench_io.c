@@ -298,7 +298,7 @@ int ms_bench_io(int argc, char **argv)
     /* write every setting's shard and check both readers before anything is timed */
     for (int j = 0; j < ns; j++) {
         setting_t *S = &set[j];
-        snprintf(S->path, sizeof S->path, "%s/ms_bench_io_%ld_%s.h5", dir, (long)getpid(),
+        snprintf(S->path, sizeof S->path, "%s/ms_bench_io_%ld_%.15s.h5", dir, (long)getpid(),
                  S->name);
         snprintf(path, sizeof path, "%s", S->path);
         ms_shard_spec_t sp = {.n = n, .c = C, .h = H, .w = W, .dtype = MS_DTYPE_U16,
