@@ -169,6 +169,7 @@ ms_status_t ms_h5_write(hid_t loc, const char *name, hid_t memtype, int rank, co
     hid_t ds = H5I_INVALID_HID;
     space = H5Screate_simple(rank, dims, NULL);
     dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_obj_track_times(dcpl, 0); /* no timestamps: same content, same bytes */
     lcpl = H5Pcreate(H5P_LINK_CREATE);
     if (space < 0 || dcpl < 0 || lcpl < 0)
         MS_FAIL(MS_EIO, "cannot prepare %s: %s", ms_h5_where(loc, name), h5_reason());

@@ -637,6 +637,7 @@ static ms_status_t create_chunked(ms_shard_writer_t *w, const char *name, hid_t 
     ms_status_t st = MS_OK;
     hid_t sp = H5Screate_simple(rank, dims, NULL);
     hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_obj_track_times(dcpl, 0); /* no timestamps: same content, same bytes */
     H5Pset_chunk(dcpl, rank, chunk);
     if (deflate) {
         H5Pset_shuffle(dcpl);
