@@ -706,7 +706,9 @@ static ms_status_t write_split(const ms_synth_preset_t *p, const char *path, con
                           .multi_label = p->multi_label, .masks = 1};
     MS_TRY(ms_shard_create(&w, path, &sp));
     size_t HW = (size_t)p->h * p->w;
-    int B = threads;
+    /* fields per batch: fixed, so that the file's layout (images of a batch, then their
+     * masks) and hence its bytes do not depend on the thread count */
+    enum { B = 16 };
     MS_ALLOC(img, (size_t)B * p->c * HW, "synthetic images");
     MS_ALLOC(mask, (size_t)B * HW, "synthetic masks");
     MS_ALLOC(cells, (size_t)B * maxc, "cells");
@@ -716,7 +718,7 @@ static ms_status_t write_split(const ms_synth_preset_t *p, const char *path, con
     clock_gettime(CLOCK_MONOTONIC, &last);
     for (int i0 = 0; i0 < n; i0 += B) {
         int nb = n - i0 < B ? n - i0 : B;
-#pragma omp parallel for num_threads(B) schedule(dynamic, 1)
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
         for (int b = 0; b < nb; b++) {
             const field_t *f = &fs[i0 + b];
             sts[b] = ms_synth_field(p, seed, base + (uint64_t)(i0 + b), f->lab, f->strength,
@@ -726,7 +728,7 @@ static ms_status_t write_split(const ms_synth_preset_t *p, const char *path, con
         for (int b = 0; b < nb; b++)
             if (sts[b] != MS_OK)
                 MS_FAIL(sts[b], "rendering field %d failed", i0 + b);
-        MS_TRY(ms_shard_write_images(w, i0, nb, img, B));
+        MS_TRY(ms_shard_write_images(w, i0, nb, img, threads));
         for (int b = 0; b < nb; b++) {
             int i = i0 + b;
             const field_t *f = &fs[i];
