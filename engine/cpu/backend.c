@@ -47,8 +47,9 @@ typedef struct {
 
 typedef struct {
     dnnl_memory_desc_t md;     /* output layout; padded channels stay zero */
-    float *out, *dout;         /* output and its gradient, in md; alias the previous layer's
-                                * buffers for an in-place dropout */
+    float *out, *dout;         /* (N, oc, oh, ow) output and its gradient in md's layout
+                                * (nChw16c from conv1 on); an in-place dropout aliases the
+                                * previous layer's buffers */
     int alias;
     dnnl_memory_t m_out, m_dout;
     /* conv */
@@ -79,7 +80,7 @@ typedef struct {
 typedef struct {
     cpu_layer_t *L;
     dnnl_memory_desc_t in_md;  /* (N,C,H,W) plain */
-    float *x, *dx;             /* input and its gradient, plain NCHW */
+    float *x, *dx;             /* (N, C, H, W) input and its gradient, plain */
     dnnl_memory_t m_x, m_dx;
     /* the input as the first layer reads it: x_md (MS_CPU_INPUT_LAYOUT) or plain; xb, dxb
      * alias x, dx when plain */
@@ -89,7 +90,7 @@ typedef struct {
     reorder_t r_x, r_dx;
     void *scratch;             /* user-mode scratchpad shared by every primitive */
     size_t scratch_bytes;
-    /* MIL: the map layer's output as plain (N,K,mh,mw), and its gradient */
+    /* MIL: the map layer's output as plain (N, K, mh, mw), and its gradient */
     float *z, *dz;
     dnnl_memory_t m_z, m_dz;
     reorder_t r_z, r_dz;
