@@ -220,6 +220,38 @@ def test_errors(a, tmp, v, rows):
         print(f"ingest error (CSV {what}): {r.stderr.strip()}")
 
 
+def test_csv(a, tmp, v):
+    """CSV details: a byte order mark, CR LF, quoted fields with commas, quotes and a line
+    break, blank lines; the line numbers in messages count the file's lines."""
+    f0 = os.path.relpath(v["u16_strips"][0], tmp)
+    text = ('\ufeffplate,well,treatment,label,file_a\r\n'
+            'P,A01,"taxol, 0.3 uM",x,%s\r\n'
+            '\r\n'
+            'P,A02,"say ""hi""\nthere",y,%s\r\n'
+            'P,A03,plain,x,%s\r\n' % (f0, f0, f0))
+    man = os.path.join(tmp, "quoted.csv")
+    with open(man, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
+    out = os.path.join(tmp, "out", "quoted.h5")
+    run([a.milscreen, "ingest", "--manifest", man, "--out", out])
+    if os.path.exists(out):
+        with h5py.File(out, "r", locking=False) as f:
+            t = [x.decode() for x in f["meta/treatment"][:]]
+            check(t == ["taxol, 0.3 uM", 'say "hi"\nthere', "plain"], f"quoted fields: {t}")
+            check([x.decode() for x in f.attrs["class_names"]] == ["x", "y"], "BOM-free header")
+    # the row after a quoted line break is line 6 of the file
+    bad = text.replace("P,A03,plain,x,", "P,A03,plain,x,missing_")
+    with open(man, "w", encoding="utf-8", newline="") as f:
+        f.write(bad)
+    r = run([a.milscreen, "ingest", "--manifest", man, "--out", out + "2"], ok=False)
+    check(r.returncode != 0 and "quoted.csv:6:" in r.stderr, f"line numbers: {r.stderr.strip()}")
+    with open(man, "w") as f:
+        f.write('plate,well,file_a\nP,"A01,%s\n' % f0)
+    r = run([a.milscreen, "ingest", "--manifest", man, "--out", out + "3"], ok=False)
+    check(r.returncode != 0 and "quoted.csv:2: a quoted field is not closed" in r.stderr,
+          f"unclosed quote: {r.stderr.strip()}")
+
+
 def test_bbbc021(a, tmp, rng):
     data = os.path.join(a.root, "tests", "data", "bbbc021")
     img_csv = os.path.join(data, "BBBC021_v1_image.csv")
@@ -320,6 +352,7 @@ def main():
     with tempfile.TemporaryDirectory(prefix="ms_io_ingest.") as tmp:
         v, rows = test_variants(a, tmp, rng)
         test_errors(a, tmp, v, rows)
+        test_csv(a, tmp, v)
         test_bbbc021(a, tmp, rng)
     fails = failures + io_roundtrip.failures
     print(f"io_ingest: {fails} failures")
