@@ -123,6 +123,30 @@ def test_synth(a, tmp):
             check(0 < (sel >= 0).sum() < len(sel), f"synth image {i}: {sel}")
 
 
+def test_synth_multilabel(a, tmp):
+    """yeast-like: 2 channels, 17 classes, multi-label rows; cells show one of their image's
+    compartments or none."""
+    out = os.path.join(tmp, "yeast")
+    run([a.milscreen, "synth", "--preset", "yeast-like", "--out", out, "--seed", "2",
+         "--size", "200x160", "--replicates", "1"])
+    path = os.path.join(out, "train.h5")
+    if not os.path.exists(path):
+        return
+    roundtrip(a.dump, path)
+    with h5py.File(path, "r", locking=False) as f:
+        check(f["images"].shape == (17, 2, 160, 200), f"yeast shape {f['images'].shape}")
+        check(int(f.attrs["multi_label"]) == 1 and "meta/label" not in f, "multi-label layout")
+        y = f["meta/labels"][:]
+        # one training strain per class, in class order
+        check(y.shape == (17, 17) and set(y.sum(1)) <= {1, 2} and
+              (y[np.arange(17), np.arange(17)] == 1).all(),
+              f"each strain has its compartment and at most one more: {y.sum(1)}")
+        lab, idx = f["cells/label"][:], f["cells/image_index"][:]
+        ok = all(l < 0 or y[i, l] == 1 for l, i in zip(lab, idx))
+        check(ok and (lab >= 0).any() and (lab < 0).any(),
+              "cell labels are one of the image's compartments or -1")
+
+
 def test_mnist(a, tmp):
     tool = os.path.join(a.root, "tools", "make-cluttered-mnist")
     outs = []
@@ -173,6 +197,7 @@ def main():
     with tempfile.TemporaryDirectory(prefix="ms_io_roundtrip.") as tmp:
         if a.only in (None, "synth"):
             test_synth(a, tmp)
+            test_synth_multilabel(a, tmp)
         if a.only in (None, "mnist"):
             if test_mnist(a, tmp) == "skip" and not failures:
                 return 77
