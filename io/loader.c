@@ -320,6 +320,8 @@ ms_status_t ms_loader_open(ms_loader_t **out, const ms_loader_opts_t *o)
     pthread_cond_init(&L->cv, NULL);
     L->o = *o;
     L->o.paths = NULL;
+    if (!ms_hdf5_threadsafe())
+        L->o.threads = 0; /* HDF5 must not be entered from two threads: decode in next() */
     L->epoch = -1;
     MS_ALLOC(L->shards, o->npaths, "loader");
     MS_ALLOC(L->offset, o->npaths + 1, "loader");
@@ -375,8 +377,8 @@ ms_status_t ms_loader_open(ms_loader_t **out, const ms_loader_opts_t *o)
     MS_ALLOC(L->bstart, L->m / o->batch + 3, "loader");
     if (o->cache_bytes)
         MS_ALLOC(L->cache, L->total + 1, "loader cache index");
-    L->q = o->prefetch ? o->prefetch : 2 + o->threads / o->batch;
-    if (!o->threads)
+    L->q = o->prefetch ? o->prefetch : 2 + L->o.threads / o->batch;
+    if (!L->o.threads)
         L->q = 1;
     MS_ALLOC(L->slots, L->q, "loader slots");
     size_t per = (size_t)L->c * L->h * L->w;
@@ -392,11 +394,11 @@ ms_status_t ms_loader_open(ms_loader_t **out, const ms_loader_opts_t *o)
         MS_ALLOC(s->y0, b, "loader batch");
         MS_ALLOC(s->x0, b, "loader batch");
     }
-    if (!o->threads)
+    if (!L->o.threads)
         MS_ALLOC(L->scratch0, (size_t)L->c * L->maxh * L->maxw, "loader image");
-    if (o->threads) {
-        MS_ALLOC(L->tid, o->threads, "loader threads");
-        for (int t = 0; t < o->threads; t++) {
+    if (L->o.threads) {
+        MS_ALLOC(L->tid, L->o.threads, "loader threads");
+        for (int t = 0; t < L->o.threads; t++) {
             if (pthread_create(&L->tid[t], NULL, worker, L) != 0)
                 MS_FAIL(MS_ENOMEM, "cannot start loader thread %d", t);
             L->nthreads = t + 1;

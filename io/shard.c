@@ -37,6 +37,24 @@ struct ms_shard {
     float *cell_xy[2];
 };
 
+/* An HDF5 built without --enable-threadsafe (Debian's is threadsafe) must not be entered by
+ * two threads at once: then the raw read path takes this lock around its one HDF5 call.
+ * Other HDF5 calls (open, H5Dread) happen on the caller's thread only. */
+static int h5_threadsafe;
+static pthread_once_t ts_once = PTHREAD_ONCE_INIT;
+static pthread_mutex_t h5_mu = PTHREAD_MUTEX_INITIALIZER;
+static void check_threadsafe(void)
+{
+    hbool_t ts = 0;
+    h5_threadsafe = H5is_library_threadsafe(&ts) >= 0 && ts;
+}
+
+int ms_hdf5_threadsafe(void)
+{
+    pthread_once(&ts_once, check_threadsafe);
+    return h5_threadsafe;
+}
+
 /* Time spent inside HDF5 (behind its global lock) on the raw read path, for bench --io. */
 static _Atomic uint64_t locked_ns;
 double ms_shard_hdf5_seconds(void) { return 1e-9 * (double)atomic_load(&locked_ns); }
@@ -465,8 +483,13 @@ static ms_status_t decode_chunk(ms_shard_t *s, int i, int cy, int cx, scratch_t 
     hsize_t size = 0;
     ms_h5_quiet();
     struct timespec t0, t1;
+    pthread_once(&ts_once, check_threadsafe);
     clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (!h5_threadsafe)
+        pthread_mutex_lock(&h5_mu);
     herr_t he = H5Dget_chunk_info_by_coord(s->images, off, &mask, &addr, &size);
+    if (!h5_threadsafe)
+        pthread_mutex_unlock(&h5_mu);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     atomic_fetch_add(&locked_ns, (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000000LL +
                                             (t1.tv_nsec - t0.tv_nsec)));

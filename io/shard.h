@@ -78,6 +78,10 @@ ms_status_t ms_shard_read_view(ms_shard_t *s, int i, const uint16_t **pix);
  * bench --io compares against, and a cross-check in the tests. */
 ms_status_t ms_shard_read_hdf5(ms_shard_t *s, int i, uint16_t *out);
 
+/* 1 if the HDF5 library is built threadsafe (then several threads may read shards at once;
+ * the loader decodes on the caller's thread otherwise). */
+int ms_hdf5_threadsafe(void);
+
 /* Seconds this process has spent inside HDF5 calls (serialised by its global lock) on the
  * ms_shard_read path: the serial part of parallel decoding. */
 double ms_shard_hdf5_seconds(void);
