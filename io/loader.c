@@ -545,7 +545,7 @@ ms_status_t ms_norm_stats(const char *const *paths, int n, float *mean, float *s
         size_t hw = (size_t)H * W;
         ms_status_t first = MS_OK;
         char msg[1024] = "";
-#pragma omp parallel
+#pragma omp parallel if (ms_hdf5_threadsafe())
         {
             uint16_t *buf = malloc(sizeof(uint16_t) * C * hw);
             double *loc = calloc(2 * (size_t)C, sizeof(double));

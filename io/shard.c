@@ -481,12 +481,12 @@ static ms_status_t decode_chunk(ms_shard_t *s, int i, int cy, int cx, scratch_t 
     unsigned mask = 0;
     haddr_t addr = HADDR_UNDEF;
     hsize_t size = 0;
-    ms_h5_quiet();
     struct timespec t0, t1;
     pthread_once(&ts_once, check_threadsafe);
     clock_gettime(CLOCK_MONOTONIC, &t0);
     if (!h5_threadsafe)
         pthread_mutex_lock(&h5_mu);
+    ms_h5_quiet();
     herr_t he = H5Dget_chunk_info_by_coord(s->images, off, &mask, &addr, &size);
     if (!h5_threadsafe)
         pthread_mutex_unlock(&h5_mu);

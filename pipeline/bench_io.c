@@ -113,7 +113,7 @@ static ms_status_t hdf5_pass(ms_shard_t *s, int threads, const float *mean, cons
     size_t hw = (size_t)ms_shard_height(s) * ms_shard_width(s);
     ms_status_t first = MS_OK;
     double t0 = now(), c0 = cpu_now();
-#pragma omp parallel num_threads(threads)
+#pragma omp parallel num_threads(threads) if (ms_hdf5_threadsafe())
     {
         uint16_t *buf = malloc(sizeof(uint16_t) * C * hw);
         float *x = malloc(sizeof(float) * C * hw);
