@@ -28,13 +28,15 @@ static void help(void)
            "                     else the arg-max of fc_prob)\n"
            "  --percentile P     contrast stretch from the P-th to the (100-P)-th percentile\n"
            "                     of each channel (default 0.5)\n"
-           "  --alpha A          heat opacity at probability 1 (default 0.55; 0: no heat)\n"
+           "  --alpha A          heat opacity at probability 1 (default 0.4; 0: no heat)\n"
            "  --colours LIST     colour per channel, e.g. blue,green,red (names: red green\n"
            "                     blue cyan magenta yellow white off); default: by the shard's\n"
            "                     channel names (DAPI/Hoechst blue, tubulin/GFP green, actin\n"
            "                     red, RFP/mCherry magenta), else grey for one channel,\n"
            "                     green,magenta for two, red,green,blue for three\n"
            "  --no-mask          leave out the mask outline\n"
+           "  --zoom Z           enlarge the image Z times (default: images under 512 pixels\n"
+           "                     to about 512)\n"
            "  --shard-dir DIR    look for the shard in DIR when 'source' does not exist\n");
 }
 
@@ -160,13 +162,15 @@ int ms_cmd_render(int argc, char **argv)
                                          {"colours", required_argument, 0, 'c'},
                                          {"colors", required_argument, 0, 'c'},
                                          {"no-mask", no_argument, 0, 'm'},
+                                         {"zoom", required_argument, 0, 'z'},
                                          {"shard-dir", required_argument, 0, 'd'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     const char *input = NULL, *out = NULL, *cls = NULL, *colours = NULL, *shard_dir = NULL;
     const char *image_id = NULL;
     long index = -1;
-    double percentile = 0.5, alpha = 0.55;
+    double percentile = 0.5, alpha = 0.4;
+    long zoom = 0;
     int no_mask = 0, opt;
     char *end;
     optind = 1;
@@ -195,6 +199,11 @@ int ms_cmd_render(int argc, char **argv)
             break;
         case 'I':
             image_id = optarg;
+            break;
+        case 'z':
+            zoom = strtol(optarg, &end, 10);
+            if (*end || end == optarg || zoom < 1 || zoom > 64)
+                return ms_cli_usage_error("render", "--zoom '%s': expected 1 to 64", optarg);
             break;
         case 'n':
             index = strtol(optarg, &end, 10);
@@ -294,7 +303,7 @@ int ms_cmd_render(int argc, char **argv)
     MS_ALLOC(img, hw * v.C, "image");
     MS_TRY(ms_shard_view_image(&v, i, img));
     ms_render_t r = {.img = img, .C = v.C, .H = v.H, .W = v.W, .percentile = percentile,
-                     .heat_alpha = alpha};
+                     .heat_alpha = alpha, .zoom = (int)zoom};
     MS_ALLOC(col, v.C, "channel colours");
     if (colours) {
         if (parse_colours(colours, col, v.C) != 0)

@@ -25,6 +25,8 @@ typedef struct {
     double percentile;   /* contrast stretch from this percentile to 100 minus it */
     const uint8_t (*colours)[3]; /* (C) colour of each channel; NULL: the defaults */
     double heat_alpha;   /* overlay opacity at probability 1 */
+    int zoom;            /* pixel replication factor; 0: enlarge images under 512 pixels
+                            to about 512 */
     const char *lines[MS_RENDER_MAX_LINES]; /* text for the panel on the right */
     const uint8_t *line_rgb[MS_RENDER_MAX_LINES]; /* colour of each line, NULL: white */
     int nlines;
@@ -34,7 +36,7 @@ typedef struct {
  * red-green colour blindness); red, green, blue for 3 and more (others off). */
 void ms_render_default_colours(uint8_t (*rgb)[3], int C);
 /* Draws the picture into *canvas (initialised here; free with ms_canvas_free): the image at
- * (0, 0) and the text panel to its right. */
+ * (0, 0), enlarged by the zoom, and the text panel to its right. */
 ms_status_t ms_render_draw(ms_canvas_t *canvas, const ms_render_t *r);
 /* The heat colour of p in [0, 1] (yellow to red). */
 void ms_render_heat(uint8_t rgb[3], float p);

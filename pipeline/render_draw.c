@@ -79,14 +79,20 @@ ms_status_t ms_render_draw(ms_canvas_t *canvas, const ms_render_t *r)
     float *acc = NULL;     /* (H, W, 3) */
     float *heat_p = NULL;  /* (H, W) the class map sampled at every pixel */
     uint8_t(*col)[3] = NULL; /* (C) */
+    ms_canvas_t im = {0};    /* (H, W) the picture at the image's own resolution */
     canvas->rgb = NULL;
     if (r->C < 1 || r->H < 1 || r->W < 1 || (r->map && (r->h < 1 || r->w < 1)))
         MS_FAIL(MS_EARG, "render: image %dx%dx%d, map %dx%d", r->W, r->H, r->C, r->w, r->h);
     const int H = r->H, W = r->W;
     const size_t hw = (size_t)H * W;
-    /* Text size grows with the image so that it stays readable when the PNG is shown
+    /* Small images (a 128-pixel field, a 64-pixel cell) are enlarged by pixel replication
+     * to about 512 pixels, so that cells and outlines can be seen next to the text. */
+    const int zmax = H > W ? H : W;
+    const int zoom = r->zoom > 0 ? r->zoom : zmax < 512 ? 512 / zmax : 1;
+    const int ZH = H * zoom, ZW = W * zoom;
+    /* Text size grows with the picture so that it stays readable when the PNG is shown
      * scaled to a screen: 7 px glyphs at 256 px, 28 px at 1024. */
-    const int scale = H / 256 > 2 ? H / 256 : 2;
+    const int scale = ZH / 256 > 2 ? ZH / 256 : 2;
     const int margin = 4 * scale, line_h = ms_font_text_height(scale) + 3 * scale;
     int panel_w = 0;
     for (int i = 0; i < r->nlines; i++) {
@@ -95,9 +101,8 @@ ms_status_t ms_render_draw(ms_canvas_t *canvas, const ms_render_t *r)
     }
     panel_w = r->nlines ? panel_w + 2 * margin : 0;
     int canvas_h = 2 * margin + r->nlines * line_h;
-    canvas_h = canvas_h > H ? canvas_h : H;
-    MS_TRY(ms_canvas_init(canvas, W + panel_w, canvas_h));
-    memset(canvas->rgb, 24, (size_t)canvas->w * canvas->h * 3); /* dark grey panel */
+    canvas_h = canvas_h > ZH ? canvas_h : ZH;
+    MS_TRY(ms_canvas_init(&im, W, H));
 
     /* Channels: each stretched to [0, 1] between its percentiles, times its colour, summed
      * and clipped (additive mixing, as a fluorescence viewer does). */
@@ -123,7 +128,7 @@ ms_status_t ms_render_draw(ms_canvas_t *canvas, const ms_render_t *r)
     }
     for (int y = 0; y < H; y++)
         for (int x = 0; x < W; x++) {
-            uint8_t *p = canvas->rgb + ((size_t)y * canvas->w + x) * 3;
+            uint8_t *p = im.rgb + ((size_t)y * W + x) * 3;
             for (int k = 0; k < 3; k++) {
                 float v = acc[3 * ((size_t)y * W + x) + k];
                 p[k] = (uint8_t)(v > 255 ? 255 : v + 0.5f);
@@ -148,7 +153,7 @@ ms_status_t ms_render_draw(ms_canvas_t *canvas, const ms_render_t *r)
                 float p = sample(r->map, r->h, r->w, u, v);
                 uint8_t heat[3];
                 ms_render_heat(heat, p);
-                ms_canvas_blend(canvas, x, y, heat, (float)(r->heat_alpha * p));
+                ms_canvas_blend(&im, x, y, heat, (float)(r->heat_alpha * p));
                 heat_p[(size_t)y * W + x] = p;
             }
         static const uint8_t contour[3] = {255, 255, 0};
@@ -162,7 +167,7 @@ ms_status_t ms_render_draw(ms_canvas_t *canvas, const ms_render_t *r)
                            (x < W - 1 && heat_p[i + 1] < 0.5f) ||
                            (y > 0 && heat_p[i - W] < 0.5f) || (y < H - 1 && heat_p[i + W] < 0.5f);
                 if (edge)
-                    ms_canvas_rect(canvas, x, y, t, t, contour, 1);
+                    ms_canvas_rect(&im, x, y, t, t, contour, 1);
             }
     }
 
@@ -182,18 +187,25 @@ ms_status_t ms_render_draw(ms_canvas_t *canvas, const ms_render_t *r)
                     for (int dy = 0; dy < t; dy++)
                         for (int dx = 0; dx < t; dx++)
                             if (x + dx < W && y + dy < H)
-                                ms_canvas_blend(canvas, x + dx, y + dy, cyan, 1);
+                                ms_canvas_blend(&im, x + dx, y + dy, cyan, 1);
             }
     }
 
+    MS_TRY(ms_canvas_init(canvas, ZW + panel_w, canvas_h));
+    memset(canvas->rgb, 24, (size_t)canvas->w * canvas->h * 3); /* dark grey panel */
+    for (int y = 0; y < ZH; y++)
+        for (int x = 0; x < ZW; x++)
+            memcpy(canvas->rgb + ((size_t)y * canvas->w + x) * 3,
+                   im.rgb + ((size_t)(y / zoom) * W + x / zoom) * 3, 3);
     static const uint8_t white[3] = {255, 255, 255};
     for (int i = 0; i < r->nlines; i++)
-        ms_font_draw(canvas, W + margin, margin + i * line_h, r->lines[i], scale,
+        ms_font_draw(canvas, ZW + margin, margin + i * line_h, r->lines[i], scale,
                      r->line_rgb[i] ? r->line_rgb[i] : white);
 done:
     free(acc);
     free(heat_p);
     free(col);
+    ms_canvas_free(&im);
     if (st)
         ms_canvas_free(canvas);
     return st;

@@ -292,7 +292,7 @@ def main():
 
     # --- render
     png = os.path.join(d, "render.png")
-    r = run([ms, "render", "--input", A["out"], "--index", "4", "--out", png])
+    r = run([ms, "render", "--input", A["out"], "--index", "4", "--zoom", "1", "--out", png])
     check(r.returncode == 0 and os.path.exists(png), "render writes a PNG: " + r.stdout.strip())
     if os.path.exists(png):
         w, h = png_size(png)
@@ -313,6 +313,9 @@ def main():
     check(r.returncode == 0 and "class map 2" in r.stdout, "class by name, colours, no mask")
     r = run([ms, "render", "--input", A["out"], "--id", "plateA_7", "--out", png])
     check(r.returncode == 0 and "image 7 " in r.stdout, "image chosen by its id")
+    if r.returncode == 0:
+        w, h = png_size(png)
+        check(w > 4 * 120 and h == 4 * 96, f"a 120x96 image is enlarged 4 times ({w}x{h})")
     r = run([ms, "render", "--input", A["out"], "--id", "nope", "--out", png], expect_rc=2)
     check(r.returncode == 2 and "no such image" in r.stderr, "unknown id is an error")
 

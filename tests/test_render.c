@@ -133,7 +133,7 @@ static void test_draw(void)
             mask[y * W + x] = 1;
     ms_render_t r = {.img = img, .C = C, .H = H, .W = W, .map = NULL, .h = 2, .w = 2,
                      .stride = 0, .mask = NULL, .percentile = 0, .heat_alpha = 0.5,
-                     .nlines = 0};
+                     .zoom = 1, .nlines = 0};
     ms_canvas_t cv;
     CHECK_OK(ms_render_draw(&cv, &r));
     CHECK(cv.w == W && cv.h == H, "no text: canvas is the image (%dx%d)", cv.w, cv.h);
@@ -197,6 +197,28 @@ static void test_draw(void)
             lit += cv.rgb[((size_t)y * cv.w + x) * 3] == 255;
     CHECK(lit > 50, "text drawn in the panel (%d white pixels)", lit);
     ms_canvas_free(&cv);
+
+    /* Zoom: every pixel becomes a z x z block; auto zoom brings 80 pixels to 480. */
+    r.nlines = 0;
+    r.mask = mask;
+    ms_canvas_t one, two;
+    CHECK_OK(ms_render_draw(&one, &r));
+    r.zoom = 2;
+    CHECK_OK(ms_render_draw(&two, &r));
+    int same = two.w == 2 * W && two.h == 2 * H;
+    for (int y = 0; y < 2 * H && same; y++)
+        for (int x = 0; x < 2 * W && same; x++)
+            same = !memcmp(two.rgb + ((size_t)y * two.w + x) * 3,
+                           one.rgb + ((size_t)(y / 2) * one.w + x / 2) * 3, 3);
+    CHECK(same, "zoom 2 replicates every pixel into a 2x2 block (%dx%d)", two.w, two.h);
+    ms_canvas_free(&one);
+    ms_canvas_free(&two);
+    r.zoom = 0;
+    CHECK_OK(ms_render_draw(&two, &r));
+    CHECK(two.w == 6 * W && two.h == 6 * H, "auto zoom: 80 pixels wide -> x6 (%dx%d)", two.w,
+          two.h);
+    ms_canvas_free(&two);
+    r.zoom = 1;
 
     ms_error_clear();
     r.C = 0;
