@@ -19,6 +19,7 @@ struct ms_net {
     ms_plan_t plan;
     int planned;
     int have_input_grad;
+    ms_pass_t last;       /* the forward pass's dropout stream, for guided backprop */
 };
 
 static uint64_t init_seed(uint64_t seed, int layer, int which)
@@ -183,6 +184,7 @@ ms_status_t ms_net_forward(ms_net_t *net, const void *x, const ms_pass_t *pass)
     ms_backend_t *be = net->be;
     MS_TRY(need_plan(net));
     MS_TRY(be->set_input(be, &net->plan, x));
+    net->last = pass ? *pass : (ms_pass_t){0};
     for (int l = 0; l < net->spec.nlayers; l++)
         MS_TRY(be->forward(be, &net->plan, l, net->params, pass));
     net->have_input_grad = 0;
@@ -224,7 +226,7 @@ ms_status_t ms_net_guided(ms_net_t *net, int cls)
     MS_TRY(be->guided_seed(be, &net->plan, cls));
     for (int l = net->spec.mil - 1; l >= 0; l--)
         MS_TRY(be->backward(be, &net->plan, l, net->params, NULL, MS_BWD_DATA | MS_BWD_GUIDED,
-                            NULL));
+                            &net->last));
     net->have_input_grad = 1;
 done:
     return st;
