@@ -354,7 +354,7 @@ static double net_loss(void *p)
     return L;
 }
 
-static void check_net(const char *pool, const char *extra, const char *head)
+static void check_net(const char *pool, const char *extra, const char *head, int train)
 {
     char text[2048];
     snprintf(text, sizeof text, small_net, pool, extra, head);
@@ -369,7 +369,7 @@ static void check_net(const char *pool, const char *extra, const char *head)
     if (!c.net)
         goto out;
     const int N = 2, H = 37, W = 41, C = 2, K = 3;
-    CHECK_OK(ms_net_plan(c.net, N, H, W, 1));
+    CHECK_OK(ms_net_plan(c.net, N, H, W, train));
     c.np = ms_net_nparams(c.net);
     c.x = malloc(sizeof(double) * N * C * H * W);
     c.t = calloc((size_t)N * K, 8);
@@ -387,10 +387,12 @@ static void check_net(const char *pool, const char *extra, const char *head)
     CHECK_OK(ms_net_read(c.net, ms_net_grads(c.net), grads));
     CHECK_OK(ms_net_output(c.net, MS_OUT_INPUT_GRAD, dx));
     char what[128];
-    snprintf(what, sizeof what, "network (%s, %s head) parameter gradients", pool, head);
+    snprintf(what, sizeof what, "network (%s, %s head, %s) parameter gradients", pool, head,
+             train ? "training" : "eval");
     /* dropout is on (same seed and step in every evaluation: a fixed mask) */
     fd_check(what, c.params, c.np, grads, net_loss, &c, 300, 1e-5);
-    snprintf(what, sizeof what, "network (%s, %s head) input gradient", pool, head);
+    snprintf(what, sizeof what, "network (%s, %s head, %s) input gradient", pool, head,
+             train ? "training" : "eval");
     fd_check(what, c.x, (size_t)N * C * H * W, dx, net_loss, &c, 100, 1e-5);
     free(grads), free(dx);
 out:
@@ -465,11 +467,12 @@ int main(void)
     check_loss(MS_HEAD_SIGMOID);
     check_adam();
 
-    check_net("noisy_and", "a = 7.5\n", "softmax");
-    check_net("lse", "r = 2.5\n", "softmax");
-    check_net("gm", "r = 2.5\n", "sigmoid");
-    check_net("max", "", "softmax");
-    check_net("noisy_or", "", "sigmoid");
-    check_net("isr", "", "softmax");
+    check_net("noisy_and", "a = 7.5\n", "softmax", 1);
+    check_net("noisy_and", "", "softmax", 0);
+    check_net("lse", "r = 2.5\n", "softmax", 1);
+    check_net("gm", "r = 2.5\n", "sigmoid", 1);
+    check_net("max", "", "softmax", 1);
+    check_net("noisy_or", "", "sigmoid", 1);
+    check_net("isr", "", "softmax", 1);
     return check_summary();
 }

@@ -85,6 +85,11 @@ int main(int argc, char **argv)
         TRY(ms_net_output(net, MS_OUT_FC, buf));
         bad |= save(dir, "fc", buf, (size_t)N * K);
     }
+    if (!train) {
+        TRY(ms_net_guided(net, -1));
+        TRY(ms_net_output(net, MS_OUT_INPUT_GRAD, dx));
+        bad |= save(dir, "guided", dx, nx);
+    }
     TRY(ms_net_loss(net, t, &loss));
     TRY(ms_net_backward(net, &pass, 1));
     TRY(ms_net_read(net, ms_net_grads(net), buf));

@@ -155,10 +155,15 @@ class MilNet(nn.Module):
                 raise ValueError(f"[{name}] unknown type {kind}")
         self.dropout_seed = None  # (seed, step) to reproduce milscreen's masks exactly
         self._last = None
+        self._guided = False
 
     def forward(self, x):
         """Returns (z, P, y): class-map logits (N,K,h,w), MIL output (N,K), head logits."""
         for i, (kind, name, arg) in enumerate(self.spec):
+            if self._guided and kind != "fc" and x.requires_grad:
+                # guided backprop (paper eq. 4): the backward signal is clamped at 0 as it
+                # leaves every layer
+                x.register_hook(lambda g: g.clamp(min=0))
             if kind == "conv":
                 x = self.convs[name](x)
                 if arg:
@@ -189,6 +194,23 @@ class MilNet(nn.Module):
         y = x if self.head else None
         self._last = (P, lp, l1, y)
         return z, P, y
+
+    def guided(self, x, cls=-1):
+        """The Jacobian map of paper §2.4: guided backpropagation from the MIL layer started
+        at P_i * p_ij for class cls (every class when cls < 0). Returns d/dx, (N, C, H, W)."""
+        x = x.detach().clone().requires_grad_(True)
+        self._guided = True
+        try:
+            z, P, y = self(x)
+        finally:
+            self._guided = False
+        seed = (P[:, :, None, None] * torch.sigmoid(z)).detach()
+        if cls >= 0:
+            keep = torch.zeros_like(seed)
+            keep[:, cls] = 1
+            seed = seed * keep
+        z.backward(seed)
+        return x.grad
 
     def loss(self, t):
         """Eq. 2 of the paper, mean over the batch, after a forward pass."""
