@@ -35,8 +35,8 @@ static void help(void)
            "Metrics that do not apply are omitted (null in JSON). JSON keys: files, images,\n"
            "labelled, classes, multilabel, class_names; fc, mil, cells, cells_image_label:\n"
            "{accuracy, mean_class_accuracy, map, ap[K]} (cells: + count); treatment: {fc,\n"
-           "mil, count}; masks: {images, with_truth, iou_mask_true, iou_otsu_true,\n"
-           "iou_mask_otsu}. Fractions in [0, 1].\n\n"
+           "mil, count}; masks: {images (with output masks), with_truth (with true masks),\n"
+           "iou_mask_true, iou_otsu_true, iou_mask_otsu}. Fractions in [0, 1].\n\n"
            "  --json FILE        also write the numbers as JSON\n"
            "  --shard-dir DIR    look for the shards in DIR (by file name) when the 'source'\n"
            "                     path does not exist, e.g. after moving the data\n"
@@ -65,7 +65,9 @@ typedef struct {
     int *cell_truth;       /* (M, K) one-hot of cell_label, -1 when unknown */
     int *cell_bag_label;   /* (M) the label of the cell's image (single-label), or -1 */
     int *cell_bag_truth;   /* (M, K) the image's label row (one- or multi-hot), -1 unknown */
-    size_t n_mask_images, n_true_images;
+    size_t n_mask_images;  /* images with output masks */
+    size_t n_true_images;  /* ... of which with true masks */
+    size_t n_otsu_true;    /* images with true masks (the Otsu baseline needs no output) */
     double iou_mask_true, iou_otsu_true, iou_mask_otsu; /* sums over images */
 } pool_t;
 
@@ -217,9 +219,10 @@ static ms_status_t add_file(pool_t *P, const char *path, const char *shard_dir, 
         P->M = M1;
     }
 
-    /* Masks, one image at a time: the full-resolution images are the large part. */
-    if (s.mask_h) {
-        if (s.mask_h != v.H || s.mask_w != v.W)
+    /* Masks, one image at a time: the full-resolution images are the large part. The Otsu
+     * baseline against the truth is measured even when the output has no masks. */
+    if (s.mask_h || v.has_masks) {
+        if (s.mask_h && (s.mask_h != v.H || s.mask_w != v.W))
             MS_FAIL(MS_EFORMAT, "%s: masks are %dx%d but the images of %s are %dx%d", path,
                     s.mask_w, s.mask_h, shard, v.W, v.H);
         if (otsu_ch >= v.C)
@@ -230,16 +233,21 @@ static ms_status_t add_file(pool_t *P, const char *path, const char *shard_dir, 
         MS_ALLOC(otsu, hw, "Otsu mask");
         MS_ALLOC(truth, hw, "true mask");
         for (size_t i = 0; i < s.N; i++) {
-            MS_TRY(ms_scores_read_mask(&s, i, mask));
             MS_TRY(ms_shard_view_image(&v, i, img));
             MS_TRY(ms_otsu_mask(otsu, img, v.C, v.H, v.W, otsu_ch));
-            P->iou_mask_otsu += ms_mask_iou(mask, otsu, hw);
-            P->n_mask_images++;
             if (v.has_masks) {
                 MS_TRY(ms_shard_view_mask(&v, i, truth));
-                P->iou_mask_true += ms_mask_iou(mask, truth, hw);
                 P->iou_otsu_true += ms_mask_iou(otsu, truth, hw);
-                P->n_true_images++;
+                P->n_otsu_true++;
+            }
+            if (s.mask_h) {
+                MS_TRY(ms_scores_read_mask(&s, i, mask));
+                P->iou_mask_otsu += ms_mask_iou(mask, otsu, hw);
+                P->n_mask_images++;
+                if (v.has_masks) {
+                    P->iou_mask_true += ms_mask_iou(mask, truth, hw);
+                    P->n_true_images++;
+                }
             }
         }
     }
@@ -372,7 +380,7 @@ int ms_cmd_eval(int argc, char **argv)
                                       &ntreat));
     }
     double m_true = P.n_true_images ? P.iou_mask_true / P.n_true_images : NAN;
-    double o_true = P.n_true_images ? P.iou_otsu_true / P.n_true_images : NAN;
+    double o_true = P.n_otsu_true ? P.iou_otsu_true / P.n_otsu_true : NAN;
     double m_otsu = P.n_mask_images ? P.iou_mask_otsu / P.n_mask_images : NAN;
 
     size_t known = 0;
@@ -419,18 +427,24 @@ int ms_cmd_eval(int argc, char **argv)
         pct(stdout, bag.map);
         printf("\n");
     }
-    if (P.n_mask_images) {
-        printf("mask IoU over %zu images:\n", P.n_mask_images);
+    if (P.n_mask_images || P.n_otsu_true) {
+        printf("mask IoU over %zu images:\n",
+               P.n_mask_images > P.n_otsu_true ? P.n_mask_images : P.n_otsu_true);
         if (P.n_true_images) {
             printf("  %-34s", "masks vs true masks");
             pct(stdout, m_true);
-            printf("\n  %-34s", "Otsu vs true masks");
+            printf("\n");
+        }
+        if (P.n_otsu_true) {
+            printf("  %-34s", "Otsu vs true masks");
             pct(stdout, o_true);
             printf("\n");
         }
-        printf("  %-34s", "masks vs Otsu");
-        pct(stdout, m_otsu);
-        printf("\n");
+        if (P.n_mask_images) {
+            printf("  %-34s", "masks vs Otsu");
+            pct(stdout, m_otsu);
+            printf("\n");
+        }
     }
 
     if (json) {
@@ -490,7 +504,7 @@ int ms_cmd_eval(int argc, char **argv)
         jnum(jf, "fc", treat_fc, ", ");
         jnum(jf, "mil", treat_mil, ", ");
         fprintf(jf, "\"count\": %zu},\n  \"masks\": {\"images\": %zu, \"with_truth\": %zu, ",
-                ntreat, P.n_mask_images, P.n_true_images);
+                ntreat, P.n_mask_images, P.n_otsu_true);
         jnum(jf, "iou_mask_true", m_true, ", ");
         jnum(jf, "iou_otsu_true", o_true, ", ");
         jnum(jf, "iou_mask_otsu", m_otsu, "");

@@ -261,6 +261,17 @@ def main():
     check(close(e["masks"]["iou_otsu_true"], 1.0), "Otsu vs truth IoU is 1 on bimodal images")
     check(close(e["masks"]["iou_mask_otsu"], want), "mask vs Otsu IoU equals mask vs truth")
 
+    # --- an output without masks: the Otsu baseline against the truth is still measured
+    nomask = os.path.join(d, "nomask.scores.h5")
+    shutil.copy(A["out"], nomask)
+    with h5py.File(nomask, "a") as f:
+        del f["masks"]
+    r = run([ms, "eval", nomask, "--json", js])
+    e = json.load(open(js))
+    check(r.returncode == 0 and e["masks"]["iou_mask_true"] is None and
+          close(e["masks"]["iou_otsu_true"], 1.0) and e["masks"]["with_truth"] == 12 and
+          e["masks"]["images"] == 0, "no output masks: Otsu vs truth alone " + str(e["masks"]))
+
     # --- multi-label: mAP of both heads
     M = make_pair(d, "yeast", 20, 4, rng, multilabel=True, with_cells=False)
     r = run([ms, "eval", M["out"], "--json", js])
