@@ -49,7 +49,6 @@ static ms_status_t read_layer(ms_config_t *cfg, const char *sec, int default_cei
 {
     ms_status_t st = MS_OK;
     long v;
-    double d;
     int k;
     if (!ms_config_has(cfg, sec, "type"))
         return MS_ERR(MS_ECONFIG,
@@ -124,7 +123,6 @@ static ms_status_t read_layer(ms_config_t *cfg, const char *sec, int default_cei
         MS_TRY(ms_config_real(cfg, sec, "identity", 0.0, 0.0, 1000.0, &l->identity));
         break;
     }
-    (void)d;
 done:
     return st;
 }
