@@ -3,6 +3,7 @@
  * the former, many tools the latter); HDF5 converts numbers to the native type asked for. */
 #include "pipeline/evalio.h"
 
+#include "io/h5util.h"
 #include "io/shard.h"
 
 #include <hdf5.h>
@@ -15,42 +16,22 @@
             MS_FAIL(MS_EFORMAT, __VA_ARGS__);                                          \
     } while (0)
 
-/* Whether every component of an absolute path exists (H5Lexists needs the parents). */
-static int exists(hid_t f, const char *path)
-{
-    char buf[256];
-    size_t n = strlen(path);
-    if (n >= sizeof buf)
-        return 0;
-    for (size_t i = 1; i <= n; i++) {
-        if (path[i] != '/' && path[i] != 0)
-            continue;
-        memcpy(buf, path, i);
-        buf[i] = 0;
-        if (H5Lexists(f, buf, H5P_DEFAULT) <= 0)
-            return 0;
-    }
-    return 1;
-}
+/* Opening, existence and shapes go through io/h5util (file locking off for Lustre and NFS,
+ * HDF5's own error printing silenced); strings and attributes are read here because score
+ * files from other tools may hold class names as one separated string. */
+static int exists(hid_t f, const char *path) { return ms_h5_exists(f, path); }
 
 static ms_status_t dims_of(hid_t f, const char *file, const char *name, int *rank,
                            hsize_t dims[4])
 {
-    ms_status_t st = MS_OK;
-    hid_t d = -1, sp = -1;
-    MS_H5CK(d = H5Dopen2(f, name, H5P_DEFAULT), "%s: cannot open dataset %s", file, name);
-    MS_H5CK(sp = H5Dget_space(d), "%s: %s has no dataspace", file, name);
-    int r = H5Sget_simple_extent_ndims(sp);
-    if (r < 1 || r > 4)
-        MS_FAIL(MS_EFORMAT, "%s: %s has rank %d (expected 1 to 4)", file, name, r);
-    MS_H5CK(H5Sget_simple_extent_dims(sp, dims, NULL), "%s: %s: dimensions", file, name);
-    *rank = r;
-done:
-    if (sp >= 0)
-        H5Sclose(sp);
-    if (d >= 0)
-        H5Dclose(d);
-    return st;
+    hsize_t d[8];
+    ms_status_t st = ms_h5_dims(f, name, rank, d);
+    if (st)
+        return st;
+    if (*rank < 1 || *rank > 4)
+        return MS_ERR(MS_EFORMAT, "%s: %s has rank %d (expected 1 to 4)", file, name, *rank);
+    memcpy(dims, d, sizeof(hsize_t) * (size_t)*rank);
+    return MS_OK;
 }
 
 /* Reads a whole numeric dataset converted to mtype into a new buffer of `count` elements
@@ -224,15 +205,7 @@ done:
     return st;
 }
 
-static ms_status_t open_file(const char *path, hid_t *f)
-{
-    /* Errors are reported by our messages; HDF5's own stack dump would only repeat them. */
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    *f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (*f < 0)
-        return MS_ERR(MS_EIO, "cannot open %s as HDF5 (missing, unreadable or not HDF5)", path);
-    return MS_OK;
-}
+static ms_status_t open_file(const char *path, hid_t *f) { return ms_h5_open(f, path); }
 
 ms_status_t ms_scores_open(ms_scores_t *s, const char *path)
 {
