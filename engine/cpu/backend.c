@@ -12,6 +12,7 @@
 #include <oneapi/dnnl/dnnl_debug.h>
 
 #include "engine/backend.h"
+#include "engine/host.h"
 #include "engine/ref/ref.h"
 #include "engine/rng.h"
 
@@ -100,15 +101,6 @@ typedef struct {
     dnnl_memory_t mems[8];     /* memory objects owned by the plan itself */
     int nmems;
 } cpu_plan_t;
-
-static void *xalloc(size_t bytes)
-{
-    size_t sz = (bytes + 63) / 64 * 64;
-    void *p = aligned_alloc(64, sz ? sz : 64);
-    if (p)
-        memset(p, 0, sz ? sz : 64);
-    return p;
-}
 
 static size_t md_bytes(const dnnl_memory_desc_t *md) { return dnnl_memory_desc_get_size(md); }
 
@@ -337,7 +329,7 @@ static ms_status_t own_buf(cpu_layer_t *cl, void **p, size_t bytes, const char *
 {
     if (cl->nown >= (int)(sizeof cl->own / sizeof cl->own[0]))
         return MS_ERR(MS_EINTERNAL, "layer %s: too many private buffers", layer);
-    if (!(*p = xalloc(bytes)))
+    if (!(*p = ms_host_alloc_raw(bytes)))
         return MS_ERR(MS_ENOMEM, "out of memory (%zu bytes) for layer %s", bytes, layer);
     cl->own[cl->nown++] = *p;
     return MS_OK;
@@ -518,6 +510,27 @@ static void cpu_plan_destroy(ms_backend_t *be, ms_plan_t *pl)
 
 /* Builds a convolution layer: forward (bias+ReLU fused), backward data and weights, their
  * layouts and the reorders between the flat PyTorch-layout parameters and those layouts. */
+/* The memory a primitive wants in layout want: have itself when its layout have_md agrees,
+ * else a private buffer of the layer in layout want with a reorder from have into it (or, for
+ * an output, from it into have). */
+static ms_status_t in_layout(cpu_ctx_t *c, cpu_plan_t *cp, cpu_layer_t *cl,
+                             const dnnl_memory_desc_t *want, const dnnl_memory_desc_t *have_md,
+                             dnnl_memory_t have, int output, dnnl_memory_t *mem, reorder_t *r,
+                             const char *nm)
+{
+    ms_status_t st = MS_OK;
+    void *b;
+    if (dnnl_memory_desc_equal(want, have_md)) {
+        *mem = have;
+        return MS_OK;
+    }
+    MS_TRY(own_buf(cl, &b, md_bytes(want), nm));
+    MS_TRY(mem_new(c, cl, mem, want, b, nm));
+    MS_TRY(reorder_make(c, cp, r, output ? *mem : have, output ? have : *mem, nm));
+done:
+    return st;
+}
+
 static ms_status_t plan_conv(cpu_ctx_t *c, cpu_plan_t *cp, ms_plan_t *pl, int l,
                              const dnnl_memory_desc_t *in_md, dnnl_memory_t m_in,
                              dnnl_memory_t m_din)
@@ -575,21 +588,14 @@ static ms_status_t plan_conv(cpu_ctx_t *c, cpu_plan_t *cp, ms_plan_t *pl, int l,
     /* the output in the forward's layout */
     cl->md = *pd_md(&cl->fwd, dnnl_query_dst_md);
     size_t ob = md_bytes(&cl->md);
-    if (!(cl->out = xalloc(ob)) || !(cl->dout = xalloc(ob)))
+    if (!(cl->out = ms_host_alloc_raw(ob)) || !(cl->dout = ms_host_alloc_raw(ob)))
         MS_FAIL(MS_ENOMEM, "out of memory (%zu bytes) for layer %s", ob, nm);
     MS_TRY(mem_new(c, cl, &cl->m_out, &cl->md, cl->out, nm));
     MS_TRY(mem_new(c, cl, &cl->m_dout, &cl->md, cl->dout, nm));
 
     /* input: the previous layer's layout, or a private copy in the one the forward wants */
     const dnnl_memory_desc_t *src_md = pd_md(&cl->fwd, dnnl_query_src_md);
-    if (dnnl_memory_desc_equal(src_md, in_md)) {
-        cl->m_src = m_in;
-    } else {
-        void *b;
-        MS_TRY(own_buf(cl, &b, md_bytes(src_md), nm));
-        MS_TRY(mem_new(c, cl, &cl->m_src, src_md, b, nm));
-        MS_TRY(reorder_make(c, cp, &cl->r_src, m_in, cl->m_src, nm));
-    }
+    MS_TRY(in_layout(c, cp, cl, src_md, in_md, m_in, 0, &cl->m_src, &cl->r_src, nm));
     /* the weight gradient may want the input in yet another layout (small channel counts) */
     const dnnl_memory_desc_t *srcw_md = pd_md(&cl->bwd_w, dnnl_query_src_md);
     if (dnnl_memory_desc_equal(srcw_md, src_md)) {
@@ -619,32 +625,14 @@ static ms_status_t plan_conv(cpu_ctx_t *c, cpu_plan_t *cp, ms_plan_t *pl, int l,
     }
 
     /* output gradient in the layouts the two backward primitives want */
-    const dnnl_memory_desc_t *dd_md = pd_md(&cl->bwd_data, dnnl_query_diff_dst_md);
-    if (dnnl_memory_desc_equal(dd_md, &cl->md)) {
-        cl->m_ddst_d = cl->m_dout;
-    } else {
-        MS_TRY(own_buf(cl, &b, md_bytes(dd_md), nm));
-        MS_TRY(mem_new(c, cl, &cl->m_ddst_d, dd_md, b, nm));
-        MS_TRY(reorder_make(c, cp, &cl->r_ddst_d, cl->m_dout, cl->m_ddst_d, nm));
-    }
-    const dnnl_memory_desc_t *dw_dd_md = pd_md(&cl->bwd_w, dnnl_query_diff_dst_md);
-    if (dnnl_memory_desc_equal(dw_dd_md, &cl->md)) {
-        cl->m_ddst_w = cl->m_dout;
-    } else {
-        MS_TRY(own_buf(cl, &b, md_bytes(dw_dd_md), nm));
-        MS_TRY(mem_new(c, cl, &cl->m_ddst_w, dw_dd_md, b, nm));
-        MS_TRY(reorder_make(c, cp, &cl->r_ddst_w, cl->m_dout, cl->m_ddst_w, nm));
-    }
+    MS_TRY(in_layout(c, cp, cl, pd_md(&cl->bwd_data, dnnl_query_diff_dst_md), &cl->md,
+                     cl->m_dout, 0, &cl->m_ddst_d, &cl->r_ddst_d, nm));
+    MS_TRY(in_layout(c, cp, cl, pd_md(&cl->bwd_w, dnnl_query_diff_dst_md), &cl->md, cl->m_dout,
+                     0, &cl->m_ddst_w, &cl->r_ddst_w, nm));
 
     /* input gradient: straight into the previous layer's gradient when layouts agree */
-    const dnnl_memory_desc_t *ds_md = pd_md(&cl->bwd_data, dnnl_query_diff_src_md);
-    if (dnnl_memory_desc_equal(ds_md, in_md)) {
-        cl->m_dsrc = m_din;
-    } else {
-        MS_TRY(own_buf(cl, &b, md_bytes(ds_md), nm));
-        MS_TRY(mem_new(c, cl, &cl->m_dsrc, ds_md, b, nm));
-        MS_TRY(reorder_make(c, cp, &cl->r_dsrc, cl->m_dsrc, m_din, nm));
-    }
+    MS_TRY(in_layout(c, cp, cl, pd_md(&cl->bwd_data, dnnl_query_diff_src_md), in_md, m_din, 1,
+                     &cl->m_dsrc, &cl->r_dsrc, nm));
 
     /* weight and bias gradients, then reordered to (O,I,k,k) and added into grads */
     const dnnl_memory_desc_t *gw_md = pd_md(&cl->bwd_w, dnnl_query_diff_weights_md);
@@ -700,7 +688,7 @@ static ms_status_t plan_pool(cpu_ctx_t *c, cpu_plan_t *cp, ms_plan_t *pl, int l,
     DN(nm, dnnl_primitive_desc_create(&cl->bwd_data.pd, &bd, a, c->eng, cl->fwd.pd));
     MS_TRY(prim_make(cp, &cl->bwd_data, nm));
     size_t ob = md_bytes(&cl->md);
-    if (!(cl->out = xalloc(ob)) || !(cl->dout = xalloc(ob)))
+    if (!(cl->out = ms_host_alloc_raw(ob)) || !(cl->dout = ms_host_alloc_raw(ob)))
         MS_FAIL(MS_ENOMEM, "out of memory (%zu bytes) for layer %s", ob, nm);
     MS_TRY(mem_new(c, cl, &cl->m_out, &cl->md, cl->out, nm));
     MS_TRY(mem_new(c, cl, &cl->m_dout, &cl->md, cl->dout, nm));
@@ -783,7 +771,7 @@ static ms_status_t cpu_plan_create(ms_backend_t *be, ms_plan_t *pl)
     MS_ALLOC(cp->L, nl, "layer table");
     md_plain4(&cp->in_md, pl->n, sp->channels, pl->h, pl->w);
     size_t xb = md_bytes(&cp->in_md);
-    if (!(cp->x = xalloc(xb)) || !(cp->dx = xalloc(xb)))
+    if (!(cp->x = ms_host_alloc_raw(xb)) || !(cp->dx = ms_host_alloc_raw(xb)))
         MS_FAIL(MS_ENOMEM, "out of memory for the input of %dx%dx%dx%d", pl->n, sp->channels,
                 pl->h, pl->w);
     MS_TRY(mem_new(c, cp, &cp->m_x, &cp->in_md, cp->x, "input"));
@@ -804,7 +792,7 @@ static ms_status_t cpu_plan_create(ms_backend_t *be, ms_plan_t *pl)
         cp->xb = cp->x, cp->dxb = cp->dx, cp->m_xb = cp->m_x, cp->m_dxb = cp->m_dx;
     } else {
         size_t bb = md_bytes(&cp->x_md);
-        if (!(cp->xb = xalloc(bb)) || !(cp->dxb = xalloc(bb)))
+        if (!(cp->xb = ms_host_alloc_raw(bb)) || !(cp->dxb = ms_host_alloc_raw(bb)))
             MS_FAIL(MS_ENOMEM, "out of memory for the input");
         MS_TRY(mem_new(c, cp, &cp->m_xb, &cp->x_md, cp->xb, "input"));
         MS_TRY(mem_new(c, cp, &cp->m_dxb, &cp->x_md, cp->dxb, "input"));
@@ -845,7 +833,7 @@ static ms_status_t cpu_plan_create(ms_backend_t *be, ms_plan_t *pl)
         case MS_LAYER_RELU: {
             cl->md = *in_md;
             size_t ob = md_bytes(&cl->md);
-            if (!(cl->out = xalloc(ob)) || !(cl->dout = xalloc(ob)))
+            if (!(cl->out = ms_host_alloc_raw(ob)) || !(cl->dout = ms_host_alloc_raw(ob)))
                 MS_FAIL(MS_ENOMEM, "out of memory (%zu bytes) for layer %s", ob, nm);
             MS_TRY(mem_new(c, cl, &cl->m_out, &cl->md, cl->out, nm));
             MS_TRY(mem_new(c, cl, &cl->m_dout, &cl->md, cl->dout, nm));
@@ -857,7 +845,7 @@ static ms_status_t cpu_plan_create(ms_backend_t *be, ms_plan_t *pl)
         case MS_LAYER_FC: {
             md_plain4(&cl->md, pl->n, L->oc, 1, 1);
             size_t ob = md_bytes(&cl->md);
-            if (!(cl->out = xalloc(ob)) || !(cl->dout = xalloc(ob)))
+            if (!(cl->out = ms_host_alloc_raw(ob)) || !(cl->dout = ms_host_alloc_raw(ob)))
                 MS_FAIL(MS_ENOMEM, "out of memory (%zu bytes) for layer %s", ob, nm);
             MS_TRY(mem_new(c, cl, &cl->m_out, &cl->md, cl->out, nm));
             MS_TRY(mem_new(c, cl, &cl->m_dout, &cl->md, cl->dout, nm));
@@ -886,7 +874,8 @@ static ms_status_t cpu_plan_create(ms_backend_t *be, ms_plan_t *pl)
             cp->dz = zl->dout;
         } else {
             cp->own_z = 1;
-            if (!(cp->z = xalloc(md_bytes(&zmd))) || !(cp->dz = xalloc(md_bytes(&zmd))))
+            size_t zb = md_bytes(&zmd);
+            if (!(cp->z = ms_host_alloc_raw(zb)) || !(cp->dz = ms_host_alloc_raw(zb)))
                 MS_FAIL(MS_ENOMEM, "out of memory for the instance maps");
             MS_TRY(mem_new(c, cp, &cp->m_z, &zmd, cp->z, "mil"));
             MS_TRY(mem_new(c, cp, &cp->m_dz, &zmd, cp->dz, "mil"));
@@ -895,12 +884,13 @@ static ms_status_t cpu_plan_create(ms_backend_t *be, ms_plan_t *pl)
         }
     }
     size_t nk = (size_t)pl->n * sp->classes * sizeof(float);
-    if (!(cp->logP = xalloc(nk)) || !(cp->log1mP = xalloc(nk)) || !(cp->glogP = xalloc(nk)) ||
-        !(cp->glog1mP = xalloc(nk)) || !(cp->prob = xalloc(nk)))
+    if (!(cp->logP = ms_host_alloc_raw(nk)) || !(cp->log1mP = ms_host_alloc_raw(nk)) ||
+        !(cp->glogP = ms_host_alloc_raw(nk)) || !(cp->glog1mP = ms_host_alloc_raw(nk)) ||
+        !(cp->prob = ms_host_alloc_raw(nk)))
         MS_FAIL(MS_ENOMEM, "out of memory for the MIL outputs");
 
     /* one scratchpad for every primitive, now that the largest is known */
-    if (!(cp->scratch = xalloc(cp->scratch_bytes)))
+    if (!(cp->scratch = ms_host_alloc_raw(cp->scratch_bytes)))
         MS_FAIL(MS_ENOMEM, "out of memory for the oneDNN scratchpad (%zu bytes)",
                 cp->scratch_bytes);
     for (int l = 0; l < nl; l++) {
@@ -1236,26 +1226,6 @@ done:
 
 /* ---- memory, Adam, the table ----------------------------------------------------------- */
 
-static ms_status_t cpu_alloc(ms_backend_t *be, void **p, size_t bytes)
-{
-    *p = xalloc(bytes);
-    return *p ? MS_OK : MS_ERR(MS_ENOMEM, "out of memory allocating %zu bytes", bytes);
-}
-
-static void cpu_release(ms_backend_t *be, void *p) { free(p); }
-
-static ms_status_t cpu_copy(ms_backend_t *be, void *dst, const void *src, size_t bytes)
-{
-    memcpy(dst, src, bytes);
-    return MS_OK;
-}
-
-static ms_status_t cpu_zero(ms_backend_t *be, void *p, size_t bytes)
-{
-    memset(p, 0, bytes);
-    return MS_OK;
-}
-
 static ms_status_t cpu_sync(ms_backend_t *be)
 {
     ms_status_t st = MS_OK;
@@ -1373,11 +1343,11 @@ ms_status_t ms_backend_cpu(ms_backend_t **out, int threads)
         .dtypes = MS_F32,
         .destroy = cpu_destroy,
         .describe = cpu_describe,
-        .alloc = cpu_alloc,
-        .release = cpu_release,
-        .upload = cpu_copy,
-        .download = cpu_copy,
-        .zero = cpu_zero,
+        .alloc = ms_host_alloc,
+        .release = ms_host_release,
+        .upload = ms_host_copy,
+        .download = ms_host_copy,
+        .zero = ms_host_zero,
         .sync = cpu_sync,
         .plan_create = cpu_plan_create,
         .plan_destroy = cpu_plan_destroy,

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "engine/backend.h"
+#include "engine/host.h"
 #include "engine/ref/ref.h"
 #include "engine/rng.h"
 
@@ -49,35 +50,6 @@ static ms_mil_params_t mil_params(const ms_layer_spec_t *s)
     return m;
 }
 
-static void *xalloc(size_t bytes)
-{
-    size_t sz = (bytes + 63) / 64 * 64;
-    void *p = aligned_alloc(64, sz ? sz : 64);
-    if (p)
-        memset(p, 0, sz ? sz : 64);
-    return p;
-}
-
-static ms_status_t ref_alloc(ms_backend_t *be, void **p, size_t bytes)
-{
-    *p = xalloc(bytes);
-    return *p ? MS_OK : MS_ERR(MS_ENOMEM, "out of memory allocating %zu bytes", bytes);
-}
-
-static void ref_release(ms_backend_t *be, void *p) { free(p); }
-
-static ms_status_t ref_copy(ms_backend_t *be, void *dst, const void *src, size_t bytes)
-{
-    memcpy(dst, src, bytes);
-    return MS_OK;
-}
-
-static ms_status_t ref_zero(ms_backend_t *be, void *p, size_t bytes)
-{
-    memset(p, 0, bytes);
-    return MS_OK;
-}
-
 static ms_status_t ref_sync(ms_backend_t *be) { return MS_OK; }
 
 static void ref_plan_destroy(ms_backend_t *be, ms_plan_t *pl)
@@ -117,17 +89,18 @@ static ms_status_t ref_plan_create(ms_backend_t *be, ms_plan_t *pl)
     size_t nk = (size_t)pl->n * pl->spec->classes;
     MS_ALLOC(r->act, nl, "activation table");
     MS_ALLOC(r->dact, nl, "gradient table");
-    if (!(r->x = xalloc(in_count(pl, 0) * r->es)) || !(r->dx = xalloc(in_count(pl, 0) * r->es)))
+    size_t xb = in_count(pl, 0) * r->es, nkb = nk * r->es;
+    if (!(r->x = ms_host_alloc_raw(xb)) || !(r->dx = ms_host_alloc_raw(xb)))
         MS_FAIL(MS_ENOMEM, "out of memory for the input of %dx%dx%dx%d", pl->n,
                 pl->spec->channels, pl->h, pl->w);
     for (int l = 0; l < nl; l++)
-        if (!(r->act[l] = xalloc(out_count(pl, l) * r->es)) ||
-            !(r->dact[l] = xalloc(out_count(pl, l) * r->es)))
+        if (!(r->act[l] = ms_host_alloc_raw(out_count(pl, l) * r->es)) ||
+            !(r->dact[l] = ms_host_alloc_raw(out_count(pl, l) * r->es)))
             MS_FAIL(MS_ENOMEM, "out of memory for the activations of layer %s",
                     pl->layers[l].spec->name);
-    if (!(r->logP = xalloc(nk * r->es)) || !(r->log1mP = xalloc(nk * r->es)) ||
-        !(r->glogP = xalloc(nk * r->es)) || !(r->glog1mP = xalloc(nk * r->es)) ||
-        !(r->prob = xalloc(nk * r->es)))
+    if (!(r->logP = ms_host_alloc_raw(nkb)) || !(r->log1mP = ms_host_alloc_raw(nkb)) ||
+        !(r->glogP = ms_host_alloc_raw(nkb)) || !(r->glog1mP = ms_host_alloc_raw(nkb)) ||
+        !(r->prob = ms_host_alloc_raw(nkb)))
         MS_FAIL(MS_ENOMEM, "out of memory for the MIL outputs");
     return MS_OK;
 done:
@@ -345,11 +318,11 @@ ms_status_t ms_backend_ref(ms_backend_t **out)
         .dtypes = MS_F32 | MS_F64,
         .destroy = ref_destroy,
         .describe = ref_describe,
-        .alloc = ref_alloc,
-        .release = ref_release,
-        .upload = ref_copy,
-        .download = ref_copy,
-        .zero = ref_zero,
+        .alloc = ms_host_alloc,
+        .release = ms_host_release,
+        .upload = ms_host_copy,
+        .download = ms_host_copy,
+        .zero = ms_host_zero,
         .sync = ref_sync,
         .plan_create = ref_plan_create,
         .plan_destroy = ref_plan_destroy,
