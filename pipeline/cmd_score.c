@@ -161,7 +161,6 @@ static ms_status_t score_shard(score_ctx_t *sc, const char *shard_path, const ch
         ids[i] = ms_shard_meta(sh, i)->image_id;
         MS_TRY(ms_shard_read(sh, i, img));
         normalise(x, img, C, HW, sc->ck->mean, sc->ck->std);
-        MS_TRY(ms_net_plan(net, 1, H, W, 0));
         MS_TRY(ms_net_forward(net, x, NULL));
         MS_TRY(ms_net_output(net, MS_OUT_MIL, P + (size_t)i * K));
         MS_TRY(ms_net_output(net, MS_OUT_MAPS, maps + (size_t)i * mapn));
