@@ -27,8 +27,8 @@ static uint64_t init_seed(uint64_t seed, int layer, int which)
     return ms_mix64(seed ^ ms_mix64(0x696e6974ULL + (uint64_t)layer * 16 + (uint64_t)which));
 }
 
-/* PyTorch's default: kaiming_uniform(a=sqrt(5)) for weights = U(+-1/sqrt(fan_in)), and the
- * same bound for biases. */
+/* PyTorch's default: kaiming_uniform(a=sqrt(5)) for weights = U(+-1/sqrt(fan_in)) (times a
+ * conv layer's gain), and the same bound for biases. */
 static void init_params(const ms_spec_t *spec, const ms_layer_t *L, double *p, uint64_t seed)
 {
     for (int i = 0; i < spec->nlayers; i++) {
@@ -36,10 +36,10 @@ static void init_params(const ms_spec_t *spec, const ms_layer_t *L, double *p, u
         const ms_layer_spec_t *s = l->spec;
         if (s->kind == MS_LAYER_CONV || s->kind == MS_LAYER_FC) {
             double fan_in = s->kind == MS_LAYER_CONV ? (double)l->c * s->size * s->size : l->c;
-            double bound = 1.0 / sqrt(fan_in);
+            double bound = 1.0 / sqrt(fan_in), gain = s->kind == MS_LAYER_CONV ? s->gain : 1.0;
             uint64_t kw = init_seed(seed, i, 0), kb = init_seed(seed, i, 1);
             for (size_t j = 0; j < l->nw; j++)
-                p[l->w_off + j] = (2.0 * ms_uniform(kw, j) - 1.0) * bound;
+                p[l->w_off + j] = (2.0 * ms_uniform(kw, j) - 1.0) * bound * gain;
             for (size_t j = 0; j < l->nb; j++)
                 p[l->b_off + j] = isnan(s->bias_init) ? (2.0 * ms_uniform(kb, j) - 1.0) * bound
                                                       : s->bias_init;

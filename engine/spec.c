@@ -87,6 +87,7 @@ static ms_status_t read_layer(ms_config_t *cfg, const char *sec, int default_cei
         l->relu = k;
         if (ms_config_has(cfg, sec, "bias_init"))
             MS_TRY(ms_config_real(cfg, sec, "bias_init", 0, -100, 100, &l->bias_init));
+        MS_TRY(ms_config_real(cfg, sec, "gain", 1.0, 0.0, 100.0, &l->gain));
         break;
     }
     case MS_LAYER_MAXPOOL:

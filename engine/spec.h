@@ -38,6 +38,8 @@ typedef struct {
     int relu;          /* conv: ReLU after the convolution (fused where a backend can) */
     int ceil;          /* pooling: output size rounds up (Torch7 :ceil(), PyTorch ceil_mode) */
     double bias_init;  /* conv: NAN means PyTorch's default uniform(+-1/sqrt(fan_in)) */
+    double gain;       /* conv: weights uniform(+-gain/sqrt(fan_in)); 1 is PyTorch's default,
+                        * sqrt(6) He's uniform (unit gain through a ReLU) */
     /* dropout */
     double rate;
     /* mil */

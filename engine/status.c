@@ -53,6 +53,7 @@ const char *ms_status_name(ms_status_t s)
     case MS_ESHAPE: return "shape mismatch";
     case MS_EINTERNAL: return "internal error";
     case MS_EINTERRUPT: return "interrupted";
+    case MS_ENUMERIC: return "numerical error";
     }
     return "unknown error";
 }

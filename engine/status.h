@@ -21,7 +21,8 @@ typedef enum {
     MS_EBACKEND,  /* oneDNN, CUDA, cuDNN, NCCL or MPI reported an error */
     MS_ESHAPE,    /* tensor shapes do not fit */
     MS_EINTERNAL, /* a bug: an invariant did not hold */
-    MS_EINTERRUPT /* stopped on request (signal) */
+    MS_EINTERRUPT, /* stopped on request (signal) */
+    MS_ENUMERIC    /* training diverged: a loss or parameter is not finite */
 } ms_status_t;
 
 /* Records the message (printf-style) for this thread and returns code. */

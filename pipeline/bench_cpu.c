@@ -441,11 +441,23 @@ int ms_bench_cpu(int argc, char **argv)
         case MS_OPT_HELP: help(); return 0;
         case O_CPU: break;
         case O_VS: o.vs_pytorch = 1; break;
-        case O_THREADS: o.threads = atoi(optarg); break;
-        case O_STEPS: o.steps = atoi(optarg); break;
-        case O_WARMUP: o.warmup = atoi(optarg); break;
+        case O_THREADS:
+            if (ms_cli_int("bench", "threads", optarg, 0, 4096, &o.threads))
+                return 2;
+            break;
+        case O_STEPS:
+            if (ms_cli_int("bench", "steps", optarg, 1, 1000000, &o.steps))
+                return 2;
+            break;
+        case O_WARMUP:
+            if (ms_cli_int("bench", "warmup", optarg, 0, 1000000, &o.warmup))
+                return 2;
+            break;
         case O_NOLAYERS: o.layers = 0; break;
-        case O_ROUNDS: o.rounds = atoi(optarg); break;
+        case O_ROUNDS:
+            if (ms_cli_int("bench", "rounds", optarg, 1, 1000, &o.rounds))
+                return 2;
+            break;
         case O_ONLY:
             o.figures = (strstr(optarg, "train256") ? 1u : 0) |
                         (strstr(optarg, "train900") ? 2u : 0) | (strstr(optarg, "infer") ? 4u : 0);

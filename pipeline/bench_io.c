@@ -198,10 +198,19 @@ int ms_bench_io(int argc, char **argv)
         switch (opt) {
         case MS_OPT_HELP: help(); return 0;
         case O_IO: break;
-        case O_N: n = atoi(optarg); break;
+        case O_N:
+            if (ms_cli_int("bench", "images", optarg, 8, 1 << 20, &n))
+                return 2;
+            break;
         case O_LEVELS: levels = optarg; break;
-        case O_THR: all = atoi(optarg); break;
-        case O_REP: reps = atoi(optarg); break;
+        case O_THR:
+            if (ms_cli_int("bench", "threads", optarg, 0, 4096, &all))
+                return 2;
+            break;
+        case O_REP:
+            if (ms_cli_int("bench", "repeats", optarg, 1, MAXREP, &reps))
+                return 2;
+            break;
         case O_DIR: dir = optarg; break;
         case O_SIZE:
             if (ms_cli_parse_size(optarg, &W, &H, &cc, 3) != 0)

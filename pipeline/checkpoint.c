@@ -1,6 +1,7 @@
 /* Checkpoint files (see checkpoint.h). */
 #include "pipeline/checkpoint.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,6 +85,11 @@ ms_status_t ms_checkpoint_save(const char *path, ms_net_t *net, ms_ckpt_t *ck)
     MS_TRY(read_flat(net, ms_net_adam_m(net), &m));
     MS_TRY(read_flat(net, ms_net_adam_v(net), &v));
     size_t np = ms_net_nparams(net);
+    /* a diverged network must not replace the good checkpoints before it */
+    for (size_t i = 0; i < np; i++)
+        if (!isfinite(p[i]) || !isfinite(m[i]) || !isfinite(v[i]))
+            MS_FAIL(MS_ENUMERIC, "%s: not written: parameter %zu of the network (or its Adam "
+                    "state) is not finite", path, i);
     uint64_t h = fnv(0xcbf29ce484222325ULL, ck->config ? ck->config : "",
                      ck->config ? strlen(ck->config) : 0);
     h = fnv(h, p, np * sizeof *p);

@@ -63,6 +63,20 @@ int ms_cli_usage_error(const char *cmd, const char *fmt, ...)
     return 2;
 }
 
+int ms_cli_int(const char *cmd, const char *name, const char *arg, long lo, long hi, int *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(arg, &end, 10);
+    if (end == arg || *end || errno || v < lo || v > hi) {
+        ms_cli_usage_error(cmd, "--%s '%s': expected a whole number from %ld to %ld", name, arg,
+                           lo, hi);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
 ms_status_t ms_mkdirs(const char *path)
 {
     char buf[4096];

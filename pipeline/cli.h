@@ -32,6 +32,9 @@ ms_status_t ms_cli_config(const ms_cli_t *cli, ms_config_t **cfg);
 int ms_cli_fail(const char *cmd, ms_status_t st);
 /* Exit code 2 with "try 'milscreen CMD --help'". */
 int ms_cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Parses the integer argument of --NAME: the whole of arg, within [lo, hi]. Returns 0, or
+ * prints a usage error naming the option and returns -1. */
+int ms_cli_int(const char *cmd, const char *name, const char *arg, long lo, long hi, int *out);
 /* mkdir -p */
 ms_status_t ms_mkdirs(const char *path);
 /* Parses "WxHxC" or "WxH" (C defaults to def_c). */

@@ -299,7 +299,10 @@ int ms_cmd_score(int argc, char **argv)
         case 'o': out_dir = optarg; break;
         case 'f': force = 1; break;
         case 'b': backend_name = optarg; break;
-        case 't': threads = atoi(optarg); break;
+        case 't':
+            if (ms_cli_int("score", "threads", optarg, 0, 4096, &threads))
+                return 2;
+            break;
         default: return ms_cli_usage_error("score", "unknown option");
         }
     }

@@ -2,6 +2,7 @@
  * each epoch; atomic checkpoints every N steps and at the end, the last K kept; --resume
  * continues bit for bit (dropout masks and shuffles are functions of seed, step and epoch);
  * SIGUSR1/SIGTERM/SIGINT write a checkpoint and stop cleanly so --requeue jobs resume. */
+#include <math.h>
 #include <dirent.h>
 #include <errno.h>
 #include <signal.h>
@@ -36,7 +37,8 @@ static void help(void)
         "[train] keep kept, written atomically; log.jsonl has one JSON line per interval.\n"
         "--resume continues from the newest checkpoint of the run folder, bit for bit on the\n"
         "same machine. SIGUSR1, SIGTERM or Ctrl-C write a checkpoint and stop.\n\n"
-        "[train] keys: batch (16), lr (0.001), beta1, beta2, eps, crop (0 = whole image),\n"
+        "[train] keys: batch (16), lr (0.001), lr_drop_epoch (0 = never) and lr_drop (0.1): the\n"
+        "  rate is lr * lr_drop from that epoch on, beta1, beta2, eps, crop (0 = whole image),\n"
         "  epochs, seed, augment (true), checkpoint_every (0 = each epoch), keep (3),\n"
         "  loader_threads (2), cache_mb (1024)\n"
         "[data] keys: train, val (shard paths, space separated)\n");
@@ -173,7 +175,10 @@ int ms_cmd_train(int argc, char **argv)
         case 'r': resume = 1; break;
         case 'o': run_dir = optarg; break;
         case 'b': backend_name = optarg; break;
-        case 't': threads = atoi(optarg); break;
+        case 't':
+            if (ms_cli_int("train", "threads", optarg, 0, 4096, &threads))
+                return 2;
+            break;
         case 'p':
             if (ms_progress_parse(optarg, &pmode))
                 return ms_cli_usage_error("train", "--progress must be auto, lines or bar");
@@ -320,6 +325,7 @@ int ms_cmd_train(int argc, char **argv)
     double loss = 0;
     for (long e = epoch0; e < to.epochs && !stop_signal; e++) {
         MS_TRY(ms_loader_epoch(L, (int)e));
+        hp.lr = to.lr_drop_epoch > 0 && e >= to.lr_drop_epoch ? to.lr * to.lr_drop : to.lr;
         for (long b = 0; b < per_epoch && !stop_signal; b++) {
             ms_batch_t bt;
             MS_TRY(ms_loader_next(L, &bt));
@@ -329,6 +335,11 @@ int ms_cmd_train(int argc, char **argv)
             ms_pass_t pass = {.seed = (uint64_t)to.seed, .step = (uint64_t)step};
             MS_TRY(ms_net_forward(net, bt.x, &pass));
             MS_TRY(ms_net_loss(net, bt.t, &loss));
+            if (!isfinite(loss))
+                MS_FAIL(MS_ENUMERIC, "step %ld (epoch %ld, batch %ld): the loss is %g; the "
+                        "parameters were not updated and the checkpoints in %s are from "
+                        "before; --resume with a lower [train] lr, or report this",
+                        step + 1, e + 1, b + 1, loss, run);
             MS_TRY(ms_net_backward(net, &pass, 0));
             MS_TRY(ms_net_adam(net, &hp));
             step = ms_net_step(net);

@@ -7,6 +7,8 @@ ms_status_t ms_options_read(ms_config_t *cfg, ms_options_t *o)
     ms_train_opts_t *t = &o->train;
     MS_TRY(ms_config_int(cfg, "train", "batch", 16, 1, 1 << 16, &t->batch));
     MS_TRY(ms_config_real(cfg, "train", "lr", 1e-3, 0.0, 10.0, &t->lr));
+    MS_TRY(ms_config_int(cfg, "train", "lr_drop_epoch", 0, 0, 1 << 24, &t->lr_drop_epoch));
+    MS_TRY(ms_config_real(cfg, "train", "lr_drop", 0.1, 0.0, 1.0, &t->lr_drop));
     MS_TRY(ms_config_real(cfg, "train", "beta1", 0.9, 0.0, 0.999999, &t->beta1));
     MS_TRY(ms_config_real(cfg, "train", "beta2", 0.999, 0.0, 0.999999999, &t->beta2));
     MS_TRY(ms_config_real(cfg, "train", "eps", 1e-8, 0.0, 1.0, &t->eps));

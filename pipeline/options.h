@@ -9,6 +9,8 @@
 typedef struct {
     long batch;          /* images per step, over all ranks */
     double lr, beta1, beta2, eps;
+    long lr_drop_epoch;  /* from this epoch on (counting from 0) the rate is lr * lr_drop; 0: never */
+    double lr_drop;
     long crop;           /* square random crop side for training; 0: whole image */
     long epochs;
     long seed;

@@ -150,6 +150,19 @@ __device__ __forceinline__ float logsigm(float x)
 
 __device__ __forceinline__ float safelog(float x) { return logf(fmaxf(x, FLT_MIN)); }
 
+// log(1 - e^-x) and x / (e^x - 1) for x = e^lx > 0, finite however small x is (ops.inc)
+__device__ __forceinline__ float log1mexp(float lx)
+{
+    float x = expf(lx);
+    return x < 1e-6f ? lx - x / 2 : logf(-expm1f(-x));
+}
+
+__device__ __forceinline__ float xoverexpm1(float lx)
+{
+    float x = expf(lx);
+    return x < 1e-6f ? 1.0f - x / 2 : x / expm1f(x);
+}
+
 // ---- block reductions (blockDim.x == kThreads) ---------------------------------------------
 
 enum { RED_SUM, RED_MAX, RED_MIN };
@@ -574,7 +587,7 @@ __global__ void k_clamp(void *pv, size_t n, float lo, float hi)
 
 struct bag_t {
     float lp, l1, P;    // log P, log(1-P), P
-    float pbar, qbar;   // Noisy-AND
+    float lpb, lqb;     // Noisy-AND: log pbar, log qbar
     float mx, s;        // LSE, GM, ISR: max and sum of exp(. - max); ISR: L in mx
     int jm;             // max: the first maximum
 };
@@ -586,19 +599,28 @@ __device__ bag_t mil_bag(const T *z, int K, int J, float b, int kind, float a, f
     const float fJ = (float)J;
     switch (kind) {
     case 0: { // MS_MIL_NOISY_AND
+        // log pbar and log qbar by log-sum-exp of log sigmoid, as in ops.inc
+        float mp = -INFINITY, mq = -INFINITY;
+        for (int j = threadIdx.x; j < J; j += blockDim.x) {
+            float v = ld(z, (size_t)j * K);
+            mp = fmaxf(mp, logsigm(v));
+            mq = fmaxf(mq, logsigm(-v));
+        }
+        mp = block_reduce(mp, RED_MAX);
+        mq = block_reduce(mq, RED_MAX);
         float ps = 0, qs = 0;
         for (int j = threadIdx.x; j < J; j += blockDim.x) {
             float v = ld(z, (size_t)j * K);
-            ps += sigm(v);
-            qs += sigm(-v);
+            ps += expf(logsigm(v) - mp);
+            qs += expf(logsigm(-v) - mq);
         }
         ps = block_reduce(ps, RED_SUM);
         qs = block_reduce(qs, RED_SUM);
-        o.pbar = ps / fJ;
-        o.qbar = qs / fJ;
-        float u = a * (o.pbar - b), lden = safelog(-expm1f(-a));
-        o.lp = logsigm(u) + safelog(-expm1f(-a * o.pbar)) - logsigm(a * (1.0f - b)) - lden;
-        o.l1 = logsigm(-u) + safelog(-expm1f(-a * o.qbar)) - logsigm(a * b) - lden;
+        o.lpb = mp + logf(ps / fJ);
+        o.lqb = mq + logf(qs / fJ);
+        float u = a * (expf(o.lpb) - b), lden = safelog(-expm1f(-a)), la = logf(a);
+        o.lp = logsigm(u) + log1mexp(la + o.lpb) - logsigm(a * (1.0f - b)) - lden;
+        o.l1 = logsigm(-u) + log1mexp(la + o.lqb) - logsigm(a * b) - lden;
         break;
     }
     case 1: { // MS_MIL_LSE
@@ -707,13 +729,13 @@ __global__ void k_mil_bwd(void *dzv, float *dbbag, const float *gP, const float 
     float GL = gl + gp * P; // total gradient w.r.t. log P, folding dP = P dlogP
     switch (kind) {
     case 0: {
-        float u = a * (o.pbar - bk);
-        float ep = fmaxf(expm1f(a * o.pbar), FLT_MIN), eq = fmaxf(expm1f(a * o.qbar), FLT_MIN);
-        float Gp = GL * (a * sigm(-u) + a / ep) - gq * a * sigm(u);
-        float Gq = gq * a / eq;
+        float u = a * (expf(o.lpb) - bk), la = logf(a), lJ = logf(fJ);
+        float G = GL * a * sigm(-u) - gq * a * sigm(u);
+        float Gp = GL * xoverexpm1(la + o.lpb), Gq = gq * xoverexpm1(la + o.lqb);
         for (int j = threadIdx.x; j < J; j += blockDim.x) {
-            float v = ld(z, (size_t)j * K);
-            st(d, (size_t)j * K, (Gp - Gq) * sigm(v) * sigm(-v) / fJ);
+            float v = ld(z, (size_t)j * K), lpj = logsigm(v), lqj = logsigm(-v);
+            st(d, (size_t)j * K, G * expf(lpj + lqj) / fJ + Gp * expf(lpj - lJ - o.lpb + lqj) -
+                                     Gq * expf(lqj - lJ - o.lqb + lpj));
         }
         if (b && dbbag && threadIdx.x == 0)
             dbbag[bag] = GL * (-a * sigm(-u) + a * sigm(-a * (1.0f - bk))) +
