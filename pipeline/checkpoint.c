@@ -192,6 +192,10 @@ ms_status_t ms_checkpoint_load(const char *path, ms_net_t *net, int with_optimiz
         if (snprintf(full, sizeof full, "weights/%s", T[i].name) >= (int)sizeof full)
             MS_FAIL(MS_EINTERNAL, "parameter name too long: %s", T[i].name);
         MS_TRY(ms_h5_read(f, full, H5T_NATIVE_FLOAT, T[i].rank, T[i].dims, p + T[i].off));
+        for (size_t j = 0; j < T[i].n; j++)
+            if (!isfinite(p[T[i].off + j]))
+                MS_FAIL(MS_EFORMAT, "%s: %s holds a non-finite value (element %zu)", path, full,
+                        j);
     }
     MS_TRY(ms_net_write(net, ms_net_params(net), p));
     if (with_optimizer) {

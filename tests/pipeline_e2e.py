@@ -5,6 +5,7 @@ the scores against the PyTorch twin loading the same checkpoint."""
 import json
 import os
 import signal
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -73,6 +74,39 @@ with tempfile.TemporaryDirectory() as d:
     final_b = weights(newest("b"))
     check("resume after an epoch is bit for bit",
           all(np.array_equal(final_a[k], final_b[k]) for k in final_a))
+
+    # [train] lr_drop_epoch: lr_drop = 1 is the plain run; a real drop changes the result
+    run("train", "--config", "tiny.ini", "--run", "d1", "--set", "train.lr_drop_epoch=1",
+        "--set", "train.lr_drop=1")
+    run("train", "--config", "tiny.ini", "--run", "d2", "--set", "train.lr_drop_epoch=1")
+    w1, w2 = weights(newest("d1")), weights(newest("d2"))
+    check("lr_drop = 1 changes nothing", all(np.array_equal(final_a[k], w1[k]) for k in w1))
+    check("lr_drop changes the epochs after lr_drop_epoch",
+          any(not np.array_equal(final_a[k], w2[k]) for k in w2))
+
+    # a diverging run stops with an error and leaves no checkpoint with non-finite weights:
+    # resume a run whose class maps were set to 1e38 (finite, but every logit overflows)
+    os.makedirs("nan")
+    shutil.copy(newest("a"), "nan/ckpt-00000001.h5")
+    with h5py.File("nan/ckpt-00000001.h5", "r+") as f:
+        f["weights/conv7/bias"][...] = 1e38
+        f["weights/conv7/weight"][...] = 1e38
+    r = run("train", "--config", "tiny.ini", "--run", "nan", "--resume", "--set",
+            "train.epochs=6", ok=False)
+    check("a non-finite loss stops training with an error naming the step",
+          r.returncode == 1 and "step" in r.stderr and ("loss is" in r.stderr or "not finite" in r.stderr),
+          r.stderr.strip()[-300:])
+    left = [p for p in os.listdir("nan") if p.startswith("ckpt-")]
+    check("no checkpoint of a diverged run holds non-finite values",
+          all(all(np.isfinite(v).all() for v in weights(os.path.join("nan", p)).values())
+              for p in left), str(left))
+    with h5py.File("nan/ckpt-00000001.h5", "r+") as f:
+        f["weights/conv1/weight"][0, 0, 0, 0] = np.nan
+    r = run("score", "--checkpoint", "nan/ckpt-00000001.h5", "--out", "nanscores",
+            "data/test.h5", ok=False)
+    check("a checkpoint holding NaN is refused, naming the dataset",
+          r.returncode != 0 and "weights/conv1/weight" in r.stderr and "non-finite" in r.stderr,
+          r.stderr.strip()[-200:])
 
     # a signal mid-run: checkpoint, clean exit, resume
     p = subprocess.Popen([MS, "train", "--config", "tiny.ini", "--run", "c", "--set",
