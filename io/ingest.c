@@ -347,15 +347,10 @@ static ms_status_t write_set(set_t *s, const char *out, const ms_ingest_opts_t *
             if (dt == MS_DTYPE_U8) {
                 /* narrow in place: the first bytes of the batch become (nb, C, H, W) uint8 */
                 const uint16_t *src = img + (size_t)b * per;
-                uint8_t *dst = (uint8_t *)img + (size_t)b * per;
-                for (size_t j = 0; j < per; j++) {
-                    if (src[j] > 255) {
-                        st = MS_ERR(MS_EARG, "%s:%d: value %u > 255 for a uint8 shard "
-                                    "(--dtype uint16)", s->src, r->line, src[j]);
-                        goto done;
-                    }
-                    dst[j] = (uint8_t)src[j];
-                }
+                long bad = ms_narrow_u8((uint8_t *)img + (size_t)b * per, src, per);
+                if (bad >= 0)
+                    MS_FAIL(MS_EARG, "%s:%d: value %u > 255 for a uint8 shard (--dtype uint16)",
+                            s->src, r->line, src[bad]);
             }
         }
         MS_TRY(ms_shard_write_images(w, i0, nb, img, B));

@@ -607,7 +607,7 @@ struct ms_shard_writer {
     ms_image_meta_t *meta;                      /* (N) */
     uint8_t *labels;                            /* (N, K) */
     int th, tw;
-    uint8_t *chunk, *shuf, *zbuf; /* one chunk: gathered, shuffled, compressed */
+    uint8_t *chunk, *shuf; /* one chunk: gathered, shuffled (compressed into a caller slot) */
     size_t zcap;
     uint8_t *narrow; /* (C, H, W) uint8 for write_image_u16 on uint8 shards */
     int ncells, capcells;
@@ -642,7 +642,6 @@ void ms_shard_discard(ms_shard_writer_t *w)
     free(w->labels);
     free(w->chunk);
     free(w->shuf);
-    free(w->zbuf);
     free(w->narrow);
     free(w->cimg);
     free(w->clabel);
@@ -872,6 +871,16 @@ done:
     return st;
 }
 
+long ms_narrow_u8(uint8_t *dst, const uint16_t *src, size_t n)
+{
+    for (size_t j = 0; j < n; j++) {
+        if (src[j] > 255)
+            return (long)j;
+        dst[j] = (uint8_t)src[j];
+    }
+    return -1;
+}
+
 ms_status_t ms_shard_write_image_u16(ms_shard_writer_t *w, int i, const uint16_t *pix)
 {
     ms_status_t st = MS_OK;
@@ -880,12 +889,10 @@ ms_status_t ms_shard_write_image_u16(ms_shard_writer_t *w, int i, const uint16_t
     size_t nel = (size_t)w->spec.c * w->spec.h * w->spec.w;
     if (!w->narrow)
         MS_ALLOC(w->narrow, nel, "uint8 image");
-    for (size_t j = 0; j < nel; j++) {
-        if (pix[j] > 255)
-            MS_FAIL(MS_EARG, "%s: image %d has value %u > 255 for a uint8 shard", w->f.path, i,
-                    pix[j]);
-        w->narrow[j] = (uint8_t)pix[j];
-    }
+    long bad = ms_narrow_u8(w->narrow, pix, nel);
+    if (bad >= 0)
+        MS_FAIL(MS_EARG, "%s: image %d has value %u > 255 for a uint8 shard", w->f.path, i,
+                pix[bad]);
     MS_TRY(ms_shard_write_image(w, i, w->narrow));
 done:
     return st;

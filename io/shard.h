@@ -133,6 +133,10 @@ ms_status_t ms_shard_write_image(ms_shard_writer_t *w, int i, const void *pix);
  * threads at once (HDF5 then writes them in order from one thread). */
 ms_status_t ms_shard_write_images(ms_shard_writer_t *w, int i0, int n, const void *pix,
                                   int threads);
+/* dst[j] = src[j] for j < n, front to back (so dst may start at src's own first byte, or
+ * anywhere before it); returns the index of the first value over 255 (dst is then written
+ * only up to it), or -1. */
+long ms_narrow_u8(uint8_t *dst, const uint16_t *src, size_t n);
 /* pix (C, H, W) uint16; for a uint8 shard every value must be <= 255. */
 ms_status_t ms_shard_write_image_u16(ms_shard_writer_t *w, int i, const uint16_t *pix);
 /* Metadata of image i (strings copied). labels: the K-row for multi-label shards (0/1, or NULL

@@ -170,7 +170,7 @@ int ms_cmd_render(int argc, char **argv)
     const char *image_id = NULL;
     long index = -1;
     double percentile = 0.5, alpha = 0.4;
-    long zoom = 0;
+    int zoom = 0;
     int no_mask = 0, opt;
     char *end;
     optind = 1;
@@ -201,9 +201,8 @@ int ms_cmd_render(int argc, char **argv)
             image_id = optarg;
             break;
         case 'z':
-            zoom = strtol(optarg, &end, 10);
-            if (*end || end == optarg || zoom < 1 || zoom > 64)
-                return ms_cli_usage_error("render", "--zoom '%s': expected 1 to 64", optarg);
+            if (ms_cli_int("render", "zoom", optarg, 1, 64, &zoom))
+                return 2;
             break;
         case 'n':
             index = strtol(optarg, &end, 10);
@@ -303,7 +302,7 @@ int ms_cmd_render(int argc, char **argv)
     MS_ALLOC(img, hw * v.C, "image");
     MS_TRY(ms_shard_view_image(&v, i, img));
     ms_render_t r = {.img = img, .C = v.C, .H = v.H, .W = v.W, .percentile = percentile,
-                     .heat_alpha = alpha, .zoom = (int)zoom};
+                     .heat_alpha = alpha, .zoom = zoom};
     MS_ALLOC(col, v.C, "channel colours");
     if (colours) {
         if (parse_colours(colours, col, v.C) != 0)

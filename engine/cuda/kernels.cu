@@ -843,6 +843,17 @@ __global__ void k_fc_bwd(float *dx, float *dw, float *db, const float *dy, const
     }
 }
 
+// log sum_k e^{y_k}: the softmax head's normaliser, prob_k = e^{y_k - L}
+__device__ float log_softmax_norm(const float *y, int K)
+{
+    float m = -INFINITY, s = 0;
+    for (int k = 0; k < K; k++)
+        m = fmaxf(m, y[k]);
+    for (int k = 0; k < K; k++)
+        s += expf(y[k] - m);
+    return m + logf(s);
+}
+
 // One block; thread n handles image n (and n + blockDim.x, ...).
 __global__ void k_loss(double *loss, float *glogP, float *glog1mP, float *gy, float *prob,
                        const float *logP, const float *log1mP, const float *y, const float *t,
@@ -864,12 +875,7 @@ __global__ void k_loss(double *loss, float *glogP, float *glog1mP, float *gy, fl
         const float *yn = y + (size_t)n * K;
         float *g = gy + (size_t)n * K, *pr = prob + (size_t)n * K;
         if (head == 0) { // softmax
-            float m = -INFINITY, s = 0, tsum = 0;
-            for (int k = 0; k < K; k++)
-                m = fmaxf(m, yn[k]);
-            for (int k = 0; k < K; k++)
-                s += expf(yn[k] - m);
-            float L = m + logf(s);
+            float L = log_softmax_norm(yn, K), tsum = 0;
             for (int k = 0; k < K; k++)
                 tsum += tn[k];
             for (int k = 0; k < K; k++) {
@@ -1213,12 +1219,7 @@ __global__ void k_head_prob(float *prob, const float *y, int head, int N, int K)
     const float *yn = y + (size_t)n * K;
     float *pr = prob + (size_t)n * K;
     if (head == 0) { /* MS_HEAD_SOFTMAX */
-        float m = -INFINITY, s = 0;
-        for (int k = 0; k < K; k++)
-            m = fmaxf(m, yn[k]);
-        for (int k = 0; k < K; k++)
-            s += expf(yn[k] - m);
-        float L = m + logf(s);
+        float L = log_softmax_norm(yn, K);
         for (int k = 0; k < K; k++)
             pr[k] = expf(yn[k] - L);
     } else {
