@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "engine/rng.h"
 #include "engine/spec.h"
 #include "engine/status.h"
 
@@ -44,7 +45,22 @@ typedef struct {
 typedef struct {
     uint64_t seed;        /* run seed: dropout stream */
     uint64_t step;        /* training step: the dropout counter */
+    uint64_t image0;      /* the batch's first image within the global batch (data-parallel
+                             ranks): a dropout layer draws for the logical NCHW index i of its
+                             output with counter image0 * C*H*W + i, so R ranks with batches
+                             of B/R drop the same units as one rank with batch B */
 } ms_pass_t;
+
+/* The dropout key of layer l and the counter of the batch's first unit, for a pass that
+ * may be NULL (no dropout stream: seed 0, step 0, image 0). */
+static inline uint64_t ms_pass_key(const ms_pass_t *p, int layer)
+{
+    return ms_dropout_key(p ? p->seed : 0, p ? p->step : 0, layer);
+}
+static inline uint64_t ms_pass_index0(const ms_pass_t *p, size_t units_per_image)
+{
+    return p ? p->image0 * (uint64_t)units_per_image : 0;
+}
 
 /* backward() flags */
 enum {

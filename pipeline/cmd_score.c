@@ -18,6 +18,7 @@
 #include "pipeline/checkpoint.h"
 #include "pipeline/cli.h"
 #include "pipeline/commands.h"
+#include "pipeline/dist.h"
 #include "pipeline/localise.h"
 #include "pipeline/options.h"
 #include "pipeline/progress.h"
@@ -34,7 +35,10 @@ static void help(void)
            "and, when the shard lists cells, cells/prob [M,K] from %dx%d crops around them.\n"
            "A shard whose output carries the same checkpoint and shard digests and settings is\n"
            "skipped (--force scores it again). --set changes the checkpoint's config for this run,\n"
-           "e.g. --set localise.mode=otsu or --set score.cells=false.\n",
+           "e.g. --set localise.mode=otsu or --set score.cells=false.\n"
+           "A shard that cannot be scored is reported and the others are still scored; the exit\n"
+           "status is then 1. Under MPI (srun --mpi=pmix, mpirun) shard i goes to rank\n"
+           "i mod ranks, and each rank writes its own outputs.\n",
            64, 64);
 }
 
@@ -320,6 +324,9 @@ int ms_cmd_score(int argc, char **argv)
     ms_options_t o;
     ms_backend_t *be = NULL;
     score_ctx_t sc = {0};
+    ms_dist_t dist = {0};
+    double failed = 0;
+    MS_TRY(ms_dist_open(&dist));
     MS_TRY(ms_checkpoint_read_meta(ck_path, &ck));
     MS_TRY(ms_config_parse(&cfg, ck.config, ck_path));
     for (int i = 0; i < cli.nsets; i++)
@@ -331,7 +338,7 @@ int ms_cmd_score(int argc, char **argv)
     if (ck.channels != spec.channels)
         MS_FAIL(MS_EFORMAT, "%s: statistics for %d channels, network of %d", ck_path,
                 ck.channels, spec.channels);
-    MS_TRY(ms_backend_open(&be, backend_name, 0, threads, "bf16"));
+    MS_TRY(ms_backend_open(&be, backend_name, dist.local_rank, threads, "bf16"));
     MS_TRY(ms_net_create(&sc.net, &spec, be, MS_F32, 0));
     MS_TRY(ms_checkpoint_load(ck_path, sc.net, 0));
     sc.ck = &ck;
@@ -340,7 +347,10 @@ int ms_cmd_score(int argc, char **argv)
     sc.cells = o.score.cells;
     sc.cell_size = (int)o.score.cell_size;
     MS_TRY(ms_mkdirs(out_dir));
-    for (int i = optind; i < argc; i++) {
+    char who[32] = "";
+    if (dist.ranks > 1)
+        snprintf(who, sizeof who, " (rank %d)", dist.rank);
+    for (int i = optind + dist.rank; i < argc; i += dist.ranks) {
         const char *shard = argv[i];
         const char *base = strrchr(shard, '/');
         base = base ? base + 1 : shard;
@@ -350,14 +360,24 @@ int ms_cmd_score(int argc, char **argv)
             len -= 3;
         snprintf(out, sizeof out, "%s/%.*s.scores.h5", out_dir, len, base);
         double t0 = ms_now();
-        int skipped;
-        MS_TRY(score_shard(&sc, shard, out, force, &skipped));
-        if (skipped)
-            printf("score: %s: up to date (same checkpoint and shard digests), skipped\n", out);
-        else
-            printf("score: %s -> %s (%.1f s)\n", shard, out, ms_now() - t0);
+        int skipped = 0;
+        ms_status_t s = score_shard(&sc, shard, out, force, &skipped);
+        if (s) {
+            fprintf(stderr, "milscreen score%s: error: %s: %s; no output written, going on\n",
+                    who, shard, ms_error_message());
+            failed++;
+        } else if (skipped) {
+            printf("score%s: %s: up to date (same checkpoint and shard digests), skipped\n",
+                   who, out);
+        } else {
+            printf("score%s: %s -> %s (%.1f s)\n", who, shard, out, ms_now() - t0);
+        }
         fflush(stdout);
     }
+    MS_TRY(ms_dist_sum(&dist, &failed, 1));
+    if (failed > 0)
+        MS_FAIL(MS_EIO, "%.0f of %d shards could not be scored (see above)", failed,
+                argc - optind);
 done:
     free(sc.config_text);
     ms_net_free(sc.net);
@@ -365,5 +385,10 @@ done:
     ms_spec_free(&spec);
     ms_config_free(cfg);
     ms_checkpoint_free(&ck);
-    return st ? ms_cli_fail("score", st) : 0;
+    if (st && !failed)
+        return ms_dist_fail(&dist, ms_cli_fail("score", st));
+    if (st)
+        ms_cli_fail("score", st); /* every rank got here: no need to abort */
+    ms_dist_close(&dist);
+    return st ? 1 : 0;
 }

@@ -19,6 +19,7 @@
 #include "pipeline/checkpoint.h"
 #include "pipeline/cli.h"
 #include "pipeline/commands.h"
+#include "pipeline/dist.h"
 #include "pipeline/options.h"
 #include "pipeline/progress.h"
 
@@ -104,10 +105,11 @@ static int split_paths(char *s, const char **out, int max)
     return n;
 }
 
-/* Accuracy of the MIL output and the head over the labelled images of the shards. */
-static ms_status_t validate(ms_net_t *net, const char *const *paths, int npaths,
-                            const float *mean, const float *std, int threads, double *acc_mil,
-                            double *acc_fc, long *count)
+/* Accuracy of the MIL output and the head over the labelled images of the shards, each
+ * rank scoring its part. */
+static ms_status_t validate(ms_dist_t *dist, ms_net_t *net, const char *const *paths,
+                            int npaths, const float *mean, const float *std, int threads,
+                            double *acc_mil, double *acc_fc, long *count)
 {
     ms_status_t st = MS_OK;
     ms_loader_t *L = NULL;
@@ -115,8 +117,9 @@ static ms_status_t validate(ms_net_t *net, const char *const *paths, int npaths,
     int K = spec->classes;
     float *P = NULL, *Y = NULL;
     long right_mil = 0, right_fc = 0, n = 0;
-    ms_loader_opts_t o = {.paths = paths, .npaths = npaths, .batch = 1, .ranks = 1,
-                          .threads = threads, .mean = mean, .std = std, .labelled_only = 1};
+    ms_loader_opts_t o = {.paths = paths, .npaths = npaths, .batch = 1, .rank = dist->rank,
+                          .ranks = dist->ranks, .threads = threads, .mean = mean, .std = std,
+                          .labelled_only = 1};
     MS_TRY(ms_loader_open(&L, &o));
     MS_TRY(ms_loader_epoch(L, 0));
     MS_ALLOC(P, K, "validation outputs");
@@ -140,9 +143,11 @@ static ms_status_t validate(ms_net_t *net, const char *const *paths, int npaths,
         right_fc += b.t[af] > 0.5f;
         n++;
     }
-    *acc_mil = n ? (double)right_mil / n : 0;
-    *acc_fc = n ? (double)right_fc / n : 0;
-    *count = n;
+    double sums[3] = {(double)right_mil, (double)right_fc, (double)n};
+    MS_TRY(ms_dist_sum(dist, sums, 3));
+    *acc_mil = sums[2] ? sums[0] / sums[2] : 0;
+    *acc_fc = sums[2] ? sums[1] / sums[2] : 0;
+    *count = (long)sums[2];
 done:
     free(P);
     free(Y);
@@ -206,8 +211,10 @@ int ms_cmd_train(int argc, char **argv)
     int ntrain = 0, nval = 0;
     FILE *log = NULL;
     ms_progress_t prog;
+    ms_dist_t dist = {0};
     char run[2048], path[4096];
 
+    MS_TRY(ms_dist_open(&dist));
     MS_TRY(ms_cli_config(&cli, &cfg));
     MS_TRY(ms_spec_from_config(&spec, cfg));
     MS_TRY(ms_options_read(cfg, &po));
@@ -261,8 +268,12 @@ int ms_cmd_train(int argc, char **argv)
         MS_FAIL(MS_ECONFIG, "[train] crop = %d is larger than the images of %s (%dx%d)", crop,
                 train_paths[0], W, H);
     int th = crop ? crop : H, tw = crop ? crop : W;
+    if (to.batch % dist.ranks)
+        MS_FAIL(MS_ECONFIG, "[train] batch = %ld does not divide among %d ranks", to.batch,
+                dist.ranks);
+    const int batch = (int)to.batch / dist.ranks; /* this rank's part of each batch */
 
-    MS_TRY(ms_backend_open(&be, backend_name, 0, threads, "bf16"));
+    MS_TRY(ms_backend_open(&be, backend_name, dist.local_rank, threads, "bf16"));
     MS_TRY(ms_net_create(&net, &spec, be, MS_F32, (uint64_t)to.seed));
 
     long epoch0 = 0, batch0 = 0;
@@ -291,8 +302,8 @@ int ms_cmd_train(int argc, char **argv)
 
     ms_loader_opts_t lo = {.paths = train_paths, .npaths = ntrain, .crop = crop,
                            .random_crop = 1, .augment = to.augment, .shuffle = 1,
-                           .seed = (uint64_t)to.seed, .rank = 0, .ranks = 1,
-                           .batch = (int)to.batch, .drop_last = 1,
+                           .seed = (uint64_t)to.seed, .rank = dist.rank, .ranks = dist.ranks,
+                           .batch = batch, .drop_last = 1,
                            .threads = (int)to.loader_threads,
                            .cache_bytes = (size_t)to.cache_mb << 20, .mean = ck.mean,
                            .std = ck.std, .labelled_only = 1};
@@ -304,14 +315,20 @@ int ms_cmd_train(int argc, char **argv)
 
     char desc[256];
     be->describe(be, desc, sizeof desc);
-    printf("milscreen train: %s\n  backend  %s\n  data     %d shard(s), %ld batches of %ld "
-           "per epoch, %dx%d %s\n  run      %s%s\n",
-           cli.config_path, desc, ntrain, per_epoch, to.batch, tw, th,
-           crop ? "crops" : "images", run, resume ? " (resumed)" : "");
-    snprintf(path, sizeof path, "%s/log.jsonl", run);
-    log = fopen(path, "a");
-    if (!log)
-        MS_FAIL(MS_EIO, "%s: cannot open the run log: %s", path, strerror(errno));
+    if (dist.rank == 0) {
+        printf("milscreen train: %s\n  backend  %s\n", cli.config_path, desc);
+        if (dist.ranks > 1)
+            printf("  ranks    %d (%d per node), %d images of each batch per rank\n",
+                   dist.ranks, dist.local_ranks, batch);
+        printf("  data     %d shard(s), %ld batches of %ld per epoch, %dx%d %s\n"
+               "  run      %s%s\n",
+               ntrain, per_epoch, to.batch, tw, th, crop ? "crops" : "images", run,
+               resume ? " (resumed)" : "");
+        snprintf(path, sizeof path, "%s/log.jsonl", run);
+        log = fopen(path, "a");
+        if (!log)
+            MS_FAIL(MS_EIO, "%s: cannot open the run log: %s", path, strerror(errno));
+    }
 
     signal(SIGUSR1, on_signal);
     signal(SIGTERM, on_signal);
@@ -319,34 +336,42 @@ int ms_cmd_train(int argc, char **argv)
     ms_adam_t hp = {to.lr, to.beta1, to.beta2, to.eps};
     long total = per_epoch * to.epochs;
     long step = ms_net_step(net);
-    ms_progress_start(&prog, pmode, log, step, total, 0);
+    ms_progress_start(&prog, pmode, log, step, total, dist.rank != 0);
     long ckpt_every = to.checkpoint_every > 0 ? to.checkpoint_every : per_epoch;
     long images = 0;
     double loss = 0;
-    for (long e = epoch0; e < to.epochs && !stop_signal; e++) {
+    int stop = 0; /* a signal reached some rank: every rank stops after the same step */
+    for (long e = epoch0; e < to.epochs && !stop; e++) {
         MS_TRY(ms_loader_epoch(L, (int)e));
         hp.lr = to.lr_drop_epoch > 0 && e >= to.lr_drop_epoch ? to.lr * to.lr_drop : to.lr;
-        for (long b = 0; b < per_epoch && !stop_signal; b++) {
+        for (long b = 0; b < per_epoch && !stop; b++) {
             ms_batch_t bt;
             MS_TRY(ms_loader_next(L, &bt));
             if (e == epoch0 && b < batch0)
                 continue; /* resumed mid-epoch: this batch was trained on already */
             MS_TRY(ms_net_plan(net, bt.n, bt.h, bt.w, 1));
-            ms_pass_t pass = {.seed = (uint64_t)to.seed, .step = (uint64_t)step};
+            ms_pass_t pass = {.seed = (uint64_t)to.seed, .step = (uint64_t)step,
+                              .image0 = (uint64_t)dist.rank * batch};
             MS_TRY(ms_net_forward(net, bt.x, &pass));
             MS_TRY(ms_net_loss(net, bt.t, &loss));
+            MS_TRY(ms_net_backward(net, &pass, 0));
+            MS_TRY(ms_dist_mean_grads(&dist, net));
+            double shared[2] = {loss, stop_signal != 0};
+            MS_TRY(ms_dist_sum(&dist, shared, 2));
+            loss = shared[0] / dist.ranks;
+            stop = shared[1] > 0;
             if (!isfinite(loss))
                 MS_FAIL(MS_ENUMERIC, "step %ld (epoch %ld, batch %ld): the loss is %g; the "
                         "parameters were not updated and the checkpoints in %s are from "
                         "before; --resume with a lower [train] lr, or report this",
                         step + 1, e + 1, b + 1, loss, run);
-            MS_TRY(ms_net_backward(net, &pass, 0));
             MS_TRY(ms_net_adam(net, &hp));
             step = ms_net_step(net);
-            images += bt.n;
+            images += (long)bt.n * dist.ranks;
             ms_progress_step(&prog, step, e, loss, images, 0);
             int end_epoch = b + 1 == per_epoch;
-            if (step % ckpt_every == 0 || stop_signal || (end_epoch && e + 1 == to.epochs)) {
+            if (dist.rank == 0 &&
+                (step % ckpt_every == 0 || stop || (end_epoch && e + 1 == to.epochs))) {
                 ck.epoch = end_epoch ? e + 1 : e;
                 ck.batch = end_epoch ? 0 : b + 1;
                 snprintf(path, sizeof path, "%s/ckpt-%08ld.h5", run, step);
@@ -354,14 +379,14 @@ int ms_cmd_train(int argc, char **argv)
                 prune_checkpoints(run, (int)to.keep);
             }
         }
-        if (stop_signal)
+        if (stop)
             break;
         ms_progress_step(&prog, step, e + 1, loss, images, 1);
         if (nval) {
             double am = 0, af = 0;
             long n = 0;
-            MS_TRY(validate(net, val_paths, nval, ck.mean, ck.std, (int)to.loader_threads, &am,
-                            &af, &n));
+            MS_TRY(validate(&dist, net, val_paths, nval, ck.mean, ck.std,
+                            (int)to.loader_threads, &am, &af, &n));
             char js[256];
             snprintf(js, sizeof js,
                      "\"event\": \"validation\", \"epoch\": %ld, \"step\": %ld, \"images\": %ld, "
@@ -372,13 +397,12 @@ int ms_cmd_train(int argc, char **argv)
         }
     }
     ms_progress_end(&prog);
-    if (stop_signal) {
-        printf("milscreen train: stopped by signal %d at step %ld; checkpoint written, run again "
-               "with --resume\n", (int)stop_signal, step);
-    } else {
+    if (dist.rank == 0 && stop)
+        printf("milscreen train: stopped by signal at step %ld; checkpoint written, run again "
+               "with --resume\n", step);
+    else if (dist.rank == 0)
         printf("milscreen train: done, %ld steps; checkpoint %s/ckpt-%08ld.h5\n", step, run,
                step);
-    }
 done:
     if (log)
         fclose(log);
@@ -390,5 +414,8 @@ done:
     ms_spec_free(&spec);
     ms_config_free(cfg);
     free(cfg_text), free(train_list), free(val_list), free(names);
-    return st ? ms_cli_fail("train", st) : 0;
+    if (st)
+        return ms_dist_fail(&dist, ms_cli_fail("train", st));
+    ms_dist_close(&dist);
+    return 0;
 }

@@ -170,7 +170,7 @@ static int run_side(const char *backend, ms_dtype_t dt, const ms_spec_t *spec, i
         CHECK_OK(call);                                                                    \
         read_back((dst), buf, (n), f64);                                                   \
     } while (0)
-    ms_pass_t pass = {.seed = 99, .step = 4};
+    ms_pass_t pass = {.seed = 99, .step = 4, .image0 = 3};
     CHECK_OK(ms_net_write(net, ms_net_params(net), params));
     CHECK_OK(ms_net_forward(net, x, &pass));
     READ(r->logits, nm, ms_net_output(net, MS_OUT_LOGITS, buf));
@@ -331,10 +331,69 @@ static void check_paper(const char *label, const char *const *sets, int train, u
     ms_config_free(cfg);
 }
 
+/* Data-parallel ranks: a batch of 4 in one pass gives the same logits as its two halves in
+ * two passes with image0 = 0 and 2 (what two ranks with batches of 2 run); the second half
+ * with image0 = 0 draws other dropout masks and must differ. On each backend, in float. */
+static void check_split(const char *backend)
+{
+    const char *text = "[net]\nchannels = 2\nclasses = 3\n"
+                       "[c1]\ntype = conv\nfilters = 12\nsize = 3\n"
+                       "[d1]\ntype = dropout\nrate = 0.5\n"
+                       "[c2]\ntype = conv\nfilters = classes\nsize = 1\nactivation = linear\n"
+                       "[mil]\ntype = mil\npool = noisy_and\na = 5\n";
+    enum { N = 4, C = 2, H = 9, W = 11, K = 3 };
+    ms_config_t *cfg = NULL;
+    ms_spec_t spec = {0};
+    ms_backend_t *be = NULL;
+    ms_net_t *net = NULL;
+    static float x[N * C * H * W], whole[N * K * H * W], half[N * K * H * W], wrong[K * H * W];
+    size_t per = 0, xper = (size_t)C * H * W;
+    CHECK_OK(ms_config_parse(&cfg, text, "split"));
+    CHECK_OK(ms_spec_from_config(&spec, cfg));
+    CHECK_OK(ms_backend_open(&be, backend, 0, 0, NULL));
+    CHECK_OK(ms_net_create(&net, &spec, be, MS_F32, 8));
+    if (!net)
+        goto out;
+    for (size_t i = 0; i < sizeof x / sizeof *x; i++)
+        x[i] = urand(41);
+    ms_pass_t p = {.seed = 5, .step = 2};
+    CHECK_OK(ms_net_plan(net, N, H, W, 1));
+    const ms_plan_t *pl = ms_net_current_plan(net);
+    if (!pl)
+        goto out;
+    per = (size_t)K * pl->mh * pl->mw;
+    CHECK_OK(ms_net_forward(net, x, &p));
+    CHECK_OK(ms_net_output(net, MS_OUT_LOGITS, whole));
+    CHECK_OK(ms_net_plan(net, N / 2, H, W, 1));
+    for (int r = 0; r < 2; r++) {
+        p.image0 = (uint64_t)r * N / 2;
+        CHECK_OK(ms_net_forward(net, x + r * (N / 2) * xper, &p));
+        CHECK_OK(ms_net_output(net, MS_OUT_LOGITS, half + r * (N / 2) * per));
+    }
+    p.image0 = 0;
+    CHECK_OK(ms_net_plan(net, 1, H, W, 1));
+    CHECK_OK(ms_net_forward(net, x + 2 * xper, &p));
+    CHECK_OK(ms_net_output(net, MS_OUT_LOGITS, wrong));
+    double worst = 0, apart = 0;
+    for (size_t i = 0; i < N * per; i++)
+        worst = fmax(worst, fabs(whole[i] - half[i]));
+    for (size_t i = 0; i < per; i++)
+        apart = fmax(apart, fabs(whole[2 * per + i] - wrong[i]));
+    CHECK(worst < 1e-5, "%s: batch 4 and two halves differ by %g", backend, worst);
+    CHECK(apart > 1e-2, "%s: image0 does not change the dropout masks (%g)", backend, apart);
+out:
+    ms_net_free(net);
+    ms_backend_close(be);
+    ms_spec_free(&spec);
+    ms_config_free(cfg);
+}
+
 int main(void)
 {
     setenv("MS_CPU_POISON", "1", 1);
     check_adam();
+    check_split("ref");
+    check_split("cpu");
     /* convolutions: 3x3 on the plain input, stride and padding, 1x1, linear, channel
      * counts that are not multiples of the 16-channel block (padded blocks) */
     check_layers("conv3x3", 3,

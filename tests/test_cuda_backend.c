@@ -98,7 +98,14 @@ typedef struct {
     const char *name;
     const char *text;   /* the config; NULL: configs/paper.ini */
     int n, h, w, train;
+    uint64_t image0;    /* the pass's first image in the global batch (dropout counters) */
 } case_t;
+
+/* The dropout stream of a case's passes: both backends and the oracle draw from it. */
+static ms_pass_t case_pass(const case_t *cs)
+{
+    return (ms_pass_t){.seed = 1234, .step = 17, .image0 = cs->image0};
+}
 
 /* The network's inputs and outputs are float here; a double network (the reference's
  * oracle) gets converted copies in and gives converted results back. */
@@ -140,7 +147,7 @@ static int run(ms_backend_t *be, ms_dtype_t dt, const ms_spec_t *spec, const cas
                result_t *r)
 {
     ms_net_t *net = NULL;
-    const ms_pass_t pass = {.seed = 1234, .step = 17};
+    const ms_pass_t pass = case_pass(cs);
     int ok = 0;
     const int K = spec->classes, C = spec->channels;
     void *p_in = NULL, *x_in = NULL, *x2_in = NULL, *t_in = NULL;
@@ -271,8 +278,8 @@ static void emu_forward(emu_t *e, const ms_pass_t *pass)
             break;
         case MS_LAYER_DROPOUT:
             if (e->train && s->rate > 0)
-                ms_ref_dropout_forward_f64(out, in, no,
-                                           ms_dropout_key(pass->seed, pass->step, l), s->rate);
+                ms_ref_dropout_forward_f64(out, in, no, ms_pass_index0(pass, no / e->n),
+                                           ms_pass_key(pass, l), s->rate);
             else
                 memcpy(out, in, 8 * no);
             round_bf16(out, no);
@@ -334,9 +341,8 @@ static void emu_backward(emu_t *e, int l, const ms_pass_t *pass, int data, doubl
         break;
     case MS_LAYER_DROPOUT:
         if (din && e->train && s->rate > 0)
-            ms_ref_dropout_backward_f64(din, dout, no, /* no pass: guided, as net.c */
-                                        ms_dropout_key(pass ? pass->seed : 0,
-                                                       pass ? pass->step : 0, l), s->rate);
+            ms_ref_dropout_backward_f64(din, dout, no, ms_pass_index0(pass, no / e->n),
+                                        ms_pass_key(pass, l), s->rate);
         else if (din)
             memcpy(din, dout, 8 * no);
         if (din)
@@ -358,7 +364,8 @@ static void emu_backward(emu_t *e, int l, const ms_pass_t *pass, int data, doubl
         ms_ref_clamp_f64(din, ni, 0.0, INFINITY);
 }
 
-static void emu_guided(emu_t *e, int cls)
+/* guided backprop runs through dropout with the forward pass's stream (net.c keeps it) */
+static void emu_guided(emu_t *e, int cls, const ms_pass_t *pass)
 {
     const int mil = e->spec->mil, K = e->spec->classes;
     const size_t J = (size_t)e->L[mil].h * e->L[mil].w;
@@ -371,7 +378,7 @@ static void emu_guided(emu_t *e, int cls)
     }
     round_bf16(d, (size_t)e->n * K * J);
     for (int l = mil - 1; l >= 0; l--)
-        emu_backward(e, l, NULL, 1, NULL, 1);
+        emu_backward(e, l, pass, 1, NULL, 1);
 }
 
 static void to_float(float *dst, const double *src, size_t n)
@@ -383,7 +390,7 @@ static void to_float(float *dst, const double *src, size_t n)
 static void emulate(const ms_spec_t *spec, const case_t *cs, const float *params, size_t np,
                     const float *x, const float *t, result_t *r)
 {
-    const ms_pass_t pass = {.seed = 1234, .step = 17};
+    const ms_pass_t pass = case_pass(cs);
     const int nl = spec->nlayers, K = spec->classes, mil = spec->mil, fc = spec->fc;
     emu_t e = {.spec = spec, .n = cs->n, .train = cs->train};
     e.L = calloc((size_t)nl, sizeof *e.L);
@@ -428,9 +435,9 @@ static void emulate(const ms_spec_t *spec, const case_t *cs, const float *params
         to_float(r->dx, e.dx, nx);
         to_float(r->grads, e.grads, np);
     }
-    emu_guided(&e, -1);
+    emu_guided(&e, -1, &pass);
     to_float(r->guided_all, e.dx, nx);
-    emu_guided(&e, K > 1 ? 1 : 0);
+    emu_guided(&e, K > 1 ? 1 : 0, &pass);
     to_float(r->guided_one, e.dx, nx);
     if (cs->train) { /* one Adam step in double from zero moments, as the reference */
         double *m = calloc(np, 8), *v = calloc(np, 8);
@@ -689,30 +696,31 @@ int main(void)
     const case_t cases[] = {
         {"conv", NET("[c1]\ntype = conv\nfilters = 6\nsize = 3\nstride = 2\npad = 1\n"
                      "[c2]\ntype = conv\nfilters = classes\nsize = 3\nactivation = linear\n"
-                     HEAD("noisy_and", "softmax")), 2, 21, 19, 1},
+                     HEAD("noisy_and", "softmax")), 2, 21, 19, 1, 0},
         {"maxpool", NET("[c1]\ntype = conv\nfilters = 5\nsize = 3\n"
                         "[p1]\ntype = maxpool\nsize = 3\nstride = 2\n"
+                        "[d1]\ntype = dropout\nrate = 0.2\n" /* in place on the GPU */
                         "[c2]\ntype = conv\nfilters = classes\nsize = 1\nactivation = linear\n"
-                        HEAD("noisy_and", "softmax")), 2, 23, 20, 1},
+                        HEAD("noisy_and", "softmax")), 2, 23, 20, 1, 1},
         {"avgpool", NET("[p0]\ntype = avgpool\nsize = 3\nstride = 2\npad = 1\n"
                         "[c1]\ntype = conv\nfilters = classes\nsize = 3\nactivation = linear\n"
-                        HEAD("noisy_and", "softmax")), 2, 18, 23, 1},
+                        HEAD("noisy_and", "softmax")), 2, 18, 23, 1, 0},
         {"relu+drop", NET("[c1]\ntype = conv\nfilters = 8\nsize = 1\nactivation = linear\n"
                           "[r1]\ntype = relu\n[d1]\ntype = dropout\nrate = 0.5\n"
                           "[c2]\ntype = conv\nfilters = classes\nsize = 1\nactivation = linear\n"
-                          HEAD("noisy_and", "softmax")), 3, 9, 11, 1},
+                          HEAD("noisy_and", "softmax")), 3, 9, 11, 1, 3},
         {"lse", NET("[c1]\ntype = conv\nfilters = classes\nsize = 3\nactivation = linear\n"
-                    HEAD("lse", "softmax")), 2, 12, 14, 1},
+                    HEAD("lse", "softmax")), 2, 12, 14, 1, 0},
         {"gm", NET("[c1]\ntype = conv\nfilters = classes\nsize = 3\nactivation = linear\n"
-                   HEAD("gm", "sigmoid")), 2, 12, 14, 1},
+                   HEAD("gm", "sigmoid")), 2, 12, 14, 1, 0},
         {"max", NET("[c1]\ntype = conv\nfilters = classes\nsize = 3\nactivation = linear\n"
-                    HEAD("max", "softmax")), 2, 12, 14, 1},
+                    HEAD("max", "softmax")), 2, 12, 14, 1, 0},
         {"noisy_or", NET("[c1]\ntype = conv\nfilters = classes\nsize = 3\nactivation = linear\n"
-                         HEAD("noisy_or", "sigmoid")), 2, 12, 14, 1},
+                         HEAD("noisy_or", "sigmoid")), 2, 12, 14, 1, 0},
         {"isr", NET("[c1]\ntype = conv\nfilters = classes\nsize = 3\nactivation = linear\n"
-                    HEAD("isr", "softmax")), 2, 12, 14, 1},
-        {"paper", NULL, 2, 100, 116, 1},
-        {"paper-inf", NULL, 1, 70, 64, 0},
+                    HEAD("isr", "softmax")), 2, 12, 14, 1, 0},
+        {"paper", NULL, 2, 100, 116, 1, 2}, /* image0: rank 1 of a global batch of 4 */
+        {"paper-inf", NULL, 1, 70, 64, 0, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
         check_case(&cases[i]);

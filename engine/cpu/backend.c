@@ -176,11 +176,11 @@ dropout_row(float *out, uint8_t *mask, const float *in, int W, long sw, int blk,
     }
 }
 
-/* out = in * keep / (1 - rate), keep from ms_dropout_keep() on the LOGICAL NCHW index as in
- * every backend, recorded in mask (one byte per element of the layout) for the backward.
+/* out = in * keep / (1 - rate), keep from ms_dropout_keep() on the LOGICAL NCHW index (plus
+ * first, the pass's image0 * C*H*W) as in every backend, recorded in mask (one byte per element of the layout) for the backward.
  * out may be in. Padded channels are not touched (they stay zero; their mask stays 0). */
 static void dropout_apply(float *out, uint8_t *mask, const float *in, const layout_t *lo, int N,
-                          int C, int H, int W, uint64_t key, double rate)
+                          int C, int H, int W, uint64_t first, uint64_t key, double rate)
 {
     const float scale = 1.0f / (1.0f - (float)rate);
     const int nb = (C + lo->blk - 1) / lo->blk;
@@ -191,7 +191,7 @@ static void dropout_apply(float *out, uint8_t *mask, const float *in, const layo
             for (int h = 0; h < H; h++) {
                 size_t base = (size_t)(n * lo->sn + cb * lo->sc + h * lo->sh);
                 int c0 = cb * lo->blk, nc = C - c0 < lo->blk ? C - c0 : lo->blk;
-                uint64_t i0 = (((uint64_t)n * C + c0) * H + h) * W;
+                uint64_t i0 = first + (((uint64_t)n * C + c0) * H + h) * W;
                 dropout_row(out + base, mask + base, in + base, W, (long)lo->sw, lo->blk, nc,
                             i0, HW, key, (float)rate, scale);
             }
@@ -1002,7 +1002,7 @@ static ms_status_t cpu_forward(ms_backend_t *be, ms_plan_t *pl, int l, const voi
             layout_t lo;
             MS_TRY(layout_of(&cl->md, &lo, nm));
             dropout_apply(cl->out, cl->mask, in, &lo, pl->n, L->c, L->h, L->w,
-                          ms_dropout_key(pass ? pass->seed : 0, pass ? pass->step : 0, l),
+                          ms_pass_index0(pass, (size_t)L->c * L->h * L->w), ms_pass_key(pass, l),
                           s->rate);
         } else if (!cl->alias) {
             memcpy(cl->out, in, md_bytes(&cl->md));

@@ -659,10 +659,10 @@ static ms_status_t cuda_forward(ms_backend_t *be, ms_plan_t *pl, int l, const vo
         break;
     case MS_LAYER_DROPOUT:
         if (pl->train && s->rate > 0) {
-            uint64_t key = ms_dropout_key(pass ? pass->seed : 0, pass ? pass->step : 0, l);
             float scale = 1.0f / (1.0f - (float)s->rate); /* as the reference, in float */
-            CU(ms_cuk_dropout(p->act[l], in, pl->n, L->oc, L->oh, L->ow, key, (float)s->rate,
-                              scale, c->bf16, c->stream));
+            CU(ms_cuk_dropout(p->act[l], in, pl->n, L->oc, L->oh, L->ow,
+                              ms_pass_index0(pass, (size_t)L->oc * L->oh * L->ow),
+                              ms_pass_key(pass, l), (float)s->rate, scale, c->bf16, c->stream));
         } else if (p->act[l] != in) {
             CU(cudaMemcpyAsync(p->act[l], in, out_count(pl, l) * c->es,
                                cudaMemcpyDeviceToDevice, c->stream));
@@ -781,10 +781,10 @@ static ms_status_t cuda_backward(ms_backend_t *be, ms_plan_t *pl, int l, const v
         break;
     case MS_LAYER_DROPOUT:
         if (din && pl->train && s->rate > 0) {
-            uint64_t key = ms_dropout_key(pass ? pass->seed : 0, pass ? pass->step : 0, l);
             float scale = 1.0f / (1.0f - (float)s->rate);
-            CU(ms_cuk_dropout(din, dout, pl->n, L->oc, L->oh, L->ow, key, (float)s->rate, scale,
-                              c->bf16, c->stream));
+            CU(ms_cuk_dropout(din, dout, pl->n, L->oc, L->oh, L->ow,
+                              ms_pass_index0(pass, (size_t)L->oc * L->oh * L->ow),
+                              ms_pass_key(pass, l), (float)s->rate, scale, c->bf16, c->stream));
         } else if (din) {
             CU(cudaMemcpyAsync(din, dout, out_count(pl, l) * c->es, cudaMemcpyDeviceToDevice,
                                c->stream));

@@ -551,8 +551,8 @@ __global__ void k_relu_bwd(void *dinv, const void *doutv, const void *outv, size
 }
 
 template <typename T, int V>
-__global__ void k_dropout(void *outv, const void *inv, int N, int C, int H, int W, uint64_t key,
-                          float rate, float scale)
+__global__ void k_dropout(void *outv, const void *inv, int N, int C, int H, int W, uint64_t i0,
+                          uint64_t key, float rate, float scale)
 {
     T *out = (T *)outv;
     const T *in = (const T *)inv;
@@ -562,10 +562,11 @@ __global__ void k_dropout(void *outv, const void *inv, int N, int C, int H, int 
         size_t i = iv * V;
         float f[V];
         vec<T, V>::load(in, i, f);
-        // the mask is defined on the logical NCHW index
+        // the mask is defined on the logical NCHW index, offset by the batch's first unit
         for (int k = 0; k < V; k++)
-            f[k] = ms_dropout_keep(key, ms_nhwc_logical(i + k, C, H, W), rate) ? f[k] * scale
-                                                                               : 0.0f;
+            f[k] = ms_dropout_keep(key, i0 + ms_nhwc_logical(i + k, C, H, W), rate)
+                       ? f[k] * scale
+                       : 0.0f;
         vec<T, V>::store(out, i, f);
     }
 }
@@ -1104,11 +1105,11 @@ cudaError_t ms_cuk_relu_bwd(void *din, const void *dout, const void *out, size_t
     return cudaGetLastError();
 }
 
-cudaError_t ms_cuk_dropout(void *out, const void *in, int N, int C, int H, int W, uint64_t key,
-                           float rate, float scale, int bf16, cudaStream_t s)
+cudaError_t ms_cuk_dropout(void *out, const void *in, int N, int C, int H, int W, uint64_t i0,
+                           uint64_t key, float rate, float scale, int bf16, cudaStream_t s)
 {
     size_t n = (size_t)N * C * H * W;
-    LAUNCH_TV(bf16, C, n, k_dropout, out, in, N, C, H, W, key, rate, scale);
+    LAUNCH_TV(bf16, C, n, k_dropout, out, in, N, C, H, W, i0, key, rate, scale);
     return cudaGetLastError();
 }
 

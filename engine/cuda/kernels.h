@@ -70,10 +70,11 @@ cudaError_t ms_cuk_pool_bwd(void *din, const void *dout, const void *in, const u
 cudaError_t ms_cuk_relu_fwd(void *out, const void *in, size_t n, int bf16, cudaStream_t s);
 cudaError_t ms_cuk_relu_bwd(void *din, const void *dout, const void *out, size_t n, int bf16,
                             cudaStream_t s);
-/* out (N,H,W,C) = keep ? in * scale : 0 with keep = ms_dropout_keep(key, logical NCHW index,
- * rate); the same call is the backward pass on gradients */
-cudaError_t ms_cuk_dropout(void *out, const void *in, int N, int C, int H, int W, uint64_t key,
-                           float rate, float scale, int bf16, cudaStream_t s);
+/* out (N,H,W,C) = keep ? in * scale : 0 with keep = ms_dropout_keep(key, i0 + logical NCHW
+ * index, rate) (i0: image0 * C*H*W, the batch's first unit in the global batch); the same
+ * call is the backward pass on gradients. out may be in. */
+cudaError_t ms_cuk_dropout(void *out, const void *in, int N, int C, int H, int W, uint64_t i0,
+                           uint64_t key, float rate, float scale, int bf16, cudaStream_t s);
 /* p = clamp(p, lo, hi) */
 cudaError_t ms_cuk_clamp(void *p, size_t n, float lo, float hi, int bf16, cudaStream_t s);
 

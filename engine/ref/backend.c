@@ -148,7 +148,7 @@ static ms_status_t ref_forward(ms_backend_t *be, ms_plan_t *pl, int l, const voi
     case MS_LAYER_DROPOUT:
         if (pl->train && s->rate > 0)
             CALL(f, ms_ref_dropout_forward, out, in, out_count(pl, l),
-                 ms_dropout_key(pass ? pass->seed : 0, pass ? pass->step : 0, l), s->rate);
+                 ms_pass_index0(pass, out_count(pl, l) / pl->n), ms_pass_key(pass, l), s->rate);
         else
             memcpy(out, in, out_count(pl, l) * r->es);
         break;
@@ -239,7 +239,7 @@ static ms_status_t ref_backward(ms_backend_t *be, ms_plan_t *pl, int l, const vo
     case MS_LAYER_DROPOUT:
         if (din && pl->train && s->rate > 0)
             CALL(f, ms_ref_dropout_backward, din, dout, out_count(pl, l),
-                 ms_dropout_key(pass ? pass->seed : 0, pass ? pass->step : 0, l), s->rate);
+                 ms_pass_index0(pass, out_count(pl, l) / pl->n), ms_pass_key(pass, l), s->rate);
         else if (din)
             memcpy(din, dout, out_count(pl, l) * r->es);
         break;

@@ -39,11 +39,11 @@ typedef struct {
                                   int is_max);                                             \
     void ms_ref_pool_backward##SFX(real *din, const real *dout, const real *in,            \
                                    const ms_conv_shape_t *s, int is_max);                  \
-    /* logical NCHW index i keeps with ms_dropout_keep(key, i, rate) */                    \
-    void ms_ref_dropout_forward##SFX(real *out, const real *in, size_t n, uint64_t key,    \
-                                     double rate);                                         \
-    void ms_ref_dropout_backward##SFX(real *din, const real *dout, size_t n, uint64_t key, \
-                                      double rate);                                        \
+    /* logical NCHW index i keeps with ms_dropout_keep(key, i0 + i, rate) */               \
+    void ms_ref_dropout_forward##SFX(real *out, const real *in, size_t n, uint64_t i0,     \
+                                     uint64_t key, double rate);                           \
+    void ms_ref_dropout_backward##SFX(real *din, const real *dout, size_t n, uint64_t i0,  \
+                                      uint64_t key, double rate);                          \
     void ms_ref_sigmoid##SFX(real *out, const real *in, size_t n);                         \
     /* z (N,K,J) logits -> P, logP, log1mP (N,K); b (K) Noisy-AND thresholds or NULL */    \
     void ms_ref_mil_forward##SFX(real *P, real *logP, real *log1mP, const real *z,         \

@@ -1,0 +1,155 @@
+/* Ranks, the gradient all-reduce and the job-wide abort (pipeline/dist.h). */
+#include "pipeline/dist.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ms_build_config.h"
+
+#if MS_HAVE_MPI
+#include <mpi.h>
+#endif
+
+/* The launcher's own count of ranks, or 0 when no MPI launcher started this process:
+ * Open MPI's mpirun, PMIx (srun --mpi=pmix, Open MPI 5), PMI (MPICH, srun --mpi=pmi2). */
+static long launcher_ranks(void)
+{
+    static const char *const size_vars[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE",
+                                            "SLURM_STEP_NUM_TASKS"};
+    if (!getenv("OMPI_COMM_WORLD_SIZE") && !getenv("PMIX_RANK") && !getenv("PMI_RANK"))
+        return 0;
+    for (size_t i = 0; i < sizeof size_vars / sizeof *size_vars; i++) {
+        const char *v = getenv(size_vars[i]);
+        if (v && atol(v) > 0)
+            return atol(v);
+    }
+    return 1; /* PMIx without a size variable: MPI will tell */
+}
+
+ms_status_t ms_dist_open(ms_dist_t *d)
+{
+    memset(d, 0, sizeof *d);
+    d->ranks = d->local_ranks = 1;
+    long launched = launcher_ranks();
+    const char *slurm_tasks = getenv("SLURM_STEP_NUM_TASKS");
+    if (!launched && slurm_tasks && atol(slurm_tasks) > 1 && getenv("SLURM_PROCID"))
+        return MS_ERR(MS_EARG, "started as task %s of %s Slurm tasks without an MPI launch, so "
+                      "every task would work alone: use 'srun --mpi=pmix' (Open MPI), or one "
+                      "task", getenv("SLURM_PROCID"), slurm_tasks);
+    if (!launched)
+        return MS_OK;
+#if MS_HAVE_MPI
+    int provided = 0;
+    if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
+        return MS_ERR(MS_EIO, "MPI_Init_thread failed");
+    d->mpi = 1;
+    MPI_Comm_rank(MPI_COMM_WORLD, &d->rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &d->ranks);
+    MPI_Comm node;
+    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, d->rank, MPI_INFO_NULL, &node);
+    MPI_Comm_rank(node, &d->local_rank);
+    MPI_Comm_size(node, &d->local_ranks);
+    MPI_Comm_free(&node);
+    /* errors come back as codes, so that the message names what failed */
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    return MS_OK;
+#else
+    if (launched > 1)
+        return MS_ERR(MS_EBACKEND, "started as one of %ld MPI ranks, but this milscreen was "
+                      "built without MPI (install libopenmpi-dev and rebuild)", launched);
+    return MS_OK;
+#endif
+}
+
+void ms_dist_close(ms_dist_t *d)
+{
+    free(d->stage);
+    d->stage = NULL;
+#if MS_HAVE_MPI
+    if (d->mpi)
+        MPI_Finalize();
+#endif
+    d->mpi = 0;
+}
+
+#if MS_HAVE_MPI
+static ms_status_t mpi_check(int rc, const char *what)
+{
+    if (rc == MPI_SUCCESS)
+        return MS_OK;
+    char msg[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    MPI_Error_string(rc, msg, &len);
+    return MS_ERR(MS_EIO, "%s: %s", what, msg);
+}
+#endif
+
+ms_status_t ms_dist_mean_grads(ms_dist_t *d, ms_net_t *net)
+{
+    if (d->ranks == 1)
+        return MS_OK;
+#if MS_HAVE_MPI
+    ms_status_t st = MS_OK;
+    ms_backend_t *be = ms_net_backend(net);
+    ms_dtype_t dt = ms_net_dtype(net);
+    size_t n = ms_net_nparams(net), bytes = n * ms_dtype_size(dt);
+    void *g = ms_net_grads(net);
+    if (n > (size_t)0x7fffffff)
+        MS_FAIL(MS_EARG, "all-reduce: %zu parameters exceed MPI's int count", n);
+    /* Device gradients go through host memory: one download and one upload per step of
+     * the parameter count (a few MB for the paper's network). */
+    if (be->device_memory) {
+        if (d->stage_bytes < bytes) {
+            free(d->stage);
+            d->stage = NULL;
+            MS_ALLOC(d->stage, bytes, "all-reduce staging buffer");
+            d->stage_bytes = bytes;
+        }
+        MS_TRY(ms_net_read(net, g, d->stage));
+    }
+    void *buf = be->device_memory ? d->stage : g;
+    MPI_Datatype t = dt == MS_F64 ? MPI_DOUBLE : MPI_FLOAT;
+    MS_TRY(mpi_check(MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, t, MPI_SUM, MPI_COMM_WORLD),
+                     "all-reduce of the gradients"));
+    if (dt == MS_F64) {
+        double *p = buf, s = 1.0 / d->ranks;
+        for (size_t i = 0; i < n; i++)
+            p[i] *= s;
+    } else {
+        float *p = buf, s = 1.0f / (float)d->ranks;
+        for (size_t i = 0; i < n; i++)
+            p[i] *= s;
+    }
+    if (be->device_memory)
+        MS_TRY(ms_net_write(net, g, d->stage));
+done:
+    return st;
+#else
+    return MS_ERR(MS_EBACKEND, "several ranks without MPI");
+#endif
+}
+
+ms_status_t ms_dist_sum(ms_dist_t *d, double *v, int n)
+{
+    if (d->ranks == 1)
+        return MS_OK;
+#if MS_HAVE_MPI
+    return mpi_check(MPI_Allreduce(MPI_IN_PLACE, v, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD),
+                     "all-reduce");
+#else
+    return MS_ERR(MS_EBACKEND, "several ranks without MPI");
+#endif
+}
+
+int ms_dist_fail(ms_dist_t *d, int code)
+{
+#if MS_HAVE_MPI
+    if (d->mpi && d->ranks > 1) {
+        fflush(stdout);
+        fflush(stderr);
+        MPI_Abort(MPI_COMM_WORLD, code);
+    }
+#endif
+    return code;
+}
