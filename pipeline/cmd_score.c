@@ -22,6 +22,9 @@
 #include "pipeline/localise.h"
 #include "pipeline/options.h"
 #include "pipeline/progress.h"
+#if MS_HAVE_CUDA
+#include "engine/cuda/cuda.h"
+#endif
 
 #define MS_SCORES_FORMAT "milscreen-scores"
 #define MS_SCORES_VERSION 1
@@ -278,6 +281,14 @@ done:
     return st;
 }
 
+#if MS_HAVE_CUDA
+static ms_status_t lbp_cuda(void *be, uint8_t *out, const float *unary, int H, int W,
+                            double pairwise, int iterations, int max_product, double damping)
+{
+    return ms_cuda_lbp_binary(be, out, unary, H, W, pairwise, iterations, max_product, damping);
+}
+#endif
+
 int ms_cmd_score(int argc, char **argv)
 {
     ms_cli_t cli = {.cmd = "score"};
@@ -339,6 +350,12 @@ int ms_cmd_score(int argc, char **argv)
         MS_FAIL(MS_EFORMAT, "%s: statistics for %d channels, network of %d", ck_path,
                 ck.channels, spec.channels);
     MS_TRY(ms_backend_open(&be, backend_name, dist.local_rank, threads, "bf16"));
+#if MS_HAVE_CUDA
+    if (!strcmp(be->name, "cuda")) { /* the masks' belief propagation on the GPU too */
+        o.localise.lbp = lbp_cuda;
+        o.localise.lbp_ctx = be;
+    }
+#endif
     MS_TRY(ms_net_create(&sc.net, &spec, be, MS_F32, 0));
     MS_TRY(ms_checkpoint_load(ck_path, sc.net, 0));
     sc.ck = &ck;

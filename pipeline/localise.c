@@ -368,8 +368,12 @@ ms_status_t ms_jacobian_mask(uint8_t *mask, const float *jac, int H, int W,
             unary[i] = L * (s > 1 ? 1 : s < -1 ? -1 : s);
         }
     }
-    MS_TRY(ms_lbp_binary(mask, unary, H, W, o->pairwise, o->iterations, o->max_product,
-                         o->damping));
+    if (o->lbp)
+        MS_TRY(o->lbp(o->lbp_ctx, mask, unary, H, W, o->pairwise, o->iterations,
+                      o->max_product, o->damping));
+    else
+        MS_TRY(ms_lbp_binary(mask, unary, H, W, o->pairwise, o->iterations, o->max_product,
+                             o->damping));
 done:
     free(unary);
     return st;

@@ -33,6 +33,12 @@ typedef enum { MS_THRESH_LOG_OTSU, MS_THRESH_OTSU, MS_THRESH_FRACTION } ms_thres
 typedef enum { MS_UNARY_BINARY, MS_UNARY_SOFT } ms_unary_mode_t;
 typedef enum { MS_MASK_JACOBIAN, MS_MASK_OTSU } ms_mask_mode_t;
 
+/* A loopy belief propagation solver with ms_lbp_binary's arguments and results, e.g. the
+ * CUDA backend's (engine/cuda/cuda.h); ctx is its own. */
+typedef ms_status_t (*ms_lbp_fn)(void *ctx, uint8_t *out, const float *unary, int H, int W,
+                                 double pairwise, int iterations, int max_product,
+                                 double damping);
+
 typedef struct {
     ms_mask_mode_t mode;        /* what `score` writes to /masks */
     int otsu_channel;           /* MS_MASK_OTSU: channel, or -1 for the channel sum */
@@ -45,6 +51,8 @@ typedef struct {
     int iterations;             /* synchronous message-passing sweeps */
     int max_product;            /* 0: sum-product (marginals), 1: max-product (MAP) */
     double damping;             /* new = (1-d) * update + d * old, in [0, 1) */
+    ms_lbp_fn lbp;              /* NULL: ms_lbp_binary on this CPU */
+    void *lbp_ctx;
 } ms_localise_opts_t;
 
 /* Defaults (see localise.c for why): Jacobian masks, Otsu threshold on the logarithm of the

@@ -352,6 +352,18 @@ static void make_blobs(float *map, uint8_t *truth, int H, int W, int nblobs, dou
     }
 }
 
+typedef struct {
+    int calls, H, W, iterations;
+} lbp_seen_t;
+
+static ms_status_t lbp_counting(void *ctx, uint8_t *out, const float *unary, int H, int W,
+                                double pairwise, int iterations, int max_product, double damping)
+{
+    lbp_seen_t *s = ctx;
+    s->calls++, s->H = H, s->W = W, s->iterations = iterations;
+    return ms_lbp_binary(out, unary, H, W, pairwise, iterations, max_product, damping);
+}
+
 static void test_jacobian_denoise(void)
 {
     enum { H = 128, W = 160 };
@@ -432,6 +444,17 @@ static void test_jacobian_denoise(void)
     CHECK_OK(ms_jacobian_mask(m, map, H, W, &o));
     CHECK_OK(ms_jacobian_mask(m2, map, H, W, &o));
     CHECK(!memcmp(m, m2, H * W), "two runs give identical masks");
+
+    /* Another solver (the GPU's in score) is called with the same unary and settings. */
+    ms_localise_opts_t oh = o;
+    lbp_seen_t seen = {0};
+    oh.lbp = lbp_counting;
+    oh.lbp_ctx = &seen;
+    memset(m2, 7, H * W);
+    CHECK_OK(ms_jacobian_mask(m2, map, H, W, &oh));
+    CHECK(seen.calls == 1 && seen.H == H && seen.W == W && seen.iterations == o.iterations,
+          "the solver hook ran once on the %dx%d map (%d calls)", W, H, seen.calls);
+    CHECK(!memcmp(m, m2, H * W), "the hook's mask is the CPU solver's");
     free(m2);
 
     /* Degenerate maps. */
