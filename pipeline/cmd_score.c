@@ -87,7 +87,18 @@ typedef struct {
     int cell_size;
     int masks;
     char *config_text;
+    double t_net, t_mask, t_io; /* seconds in the network (device work included), the
+                                   masks' thresholds and belief propagation, reading and
+                                   writing, over the current shard */
 } score_ctx_t;
+
+/* Runs call, adding its seconds to the counter. */
+#define TIMED(counter, call)                                                                \
+    do {                                                                                   \
+        double t_ = ms_now();                                                              \
+        MS_TRY(call);                                                                      \
+        (counter) += ms_now() - t_;                                                        \
+    } while (0)
 
 /* A dataset (N, H, W) uint8, one deflated chunk per image, written image by image. */
 static ms_status_t create_masks(hid_t f, int N, int H, int W, hid_t *ds)
@@ -166,14 +177,14 @@ static ms_status_t score_shard(score_ctx_t *sc, const char *shard_path, const ch
         MS_TRY(create_masks(f.id, N, H, W, &mask_ds));
     for (int i = 0; i < N; i++) {
         ids[i] = ms_shard_meta(sh, i)->image_id;
-        MS_TRY(ms_shard_read(sh, i, img));
+        TIMED(sc->t_io, ms_shard_read(sh, i, img));
         normalise(x, img, C, HW, sc->ck->mean, sc->ck->std);
-        MS_TRY(ms_net_forward(net, x, NULL));
-        MS_TRY(ms_net_output(net, MS_OUT_MIL, P + (size_t)i * K));
-        MS_TRY(ms_net_output(net, MS_OUT_MAPS, maps + (size_t)i * mapn));
+        TIMED(sc->t_net, ms_net_forward(net, x, NULL));
+        TIMED(sc->t_net, ms_net_output(net, MS_OUT_MIL, P + (size_t)i * K));
+        TIMED(sc->t_net, ms_net_output(net, MS_OUT_MAPS, maps + (size_t)i * mapn));
         const float *prob = P + (size_t)i * K;
         if (spec->fc >= 0) {
-            MS_TRY(ms_net_output(net, MS_OUT_FC, Y + (size_t)i * K));
+            TIMED(sc->t_net, ms_net_output(net, MS_OUT_FC, Y + (size_t)i * K));
             prob = Y + (size_t)i * K;
         } else {
             memcpy(Y + (size_t)i * K, prob, sizeof(float) * K);
@@ -186,19 +197,19 @@ static ms_status_t score_shard(score_ctx_t *sc, const char *shard_path, const ch
             if (sc->loc->mode == MS_MASK_OTSU) {
                 for (size_t j = 0; j < (size_t)C * HW; j++)
                     jac[j] = img[j];
-                MS_TRY(ms_otsu_mask(mask, jac, C, H, W, sc->loc->otsu_channel));
+                TIMED(sc->t_mask, ms_otsu_mask(mask, jac, C, H, W, sc->loc->otsu_channel));
             } else {
-                MS_TRY(ms_net_guided(net, -1));
-                MS_TRY(ms_net_output(net, MS_OUT_INPUT_GRAD, jac));
+                TIMED(sc->t_net, ms_net_guided(net, -1));
+                TIMED(sc->t_net, ms_net_output(net, MS_OUT_INPUT_GRAD, jac));
                 for (size_t j = 0; j < HW; j++) {
                     float s = 0;
                     for (int c = 0; c < C; c++)
                         s += fabsf(jac[c * HW + j]);
                     jsum[j] = s;
                 }
-                MS_TRY(ms_jacobian_mask(mask, jsum, H, W, sc->loc));
+                TIMED(sc->t_mask, ms_jacobian_mask(mask, jsum, H, W, sc->loc));
             }
-            MS_TRY(write_mask(mask_ds, i, H, W, mask));
+            TIMED(sc->t_io, write_mask(mask_ds, i, H, W, mask));
         }
     }
 
@@ -221,7 +232,7 @@ static ms_status_t score_shard(score_ctx_t *sc, const char *shard_path, const ch
             if (im < 0 || im >= N)
                 MS_FAIL(MS_EFORMAT, "%s: cell %zu names image %d of %d", shard_path, m, im, N);
             if (im != loaded) {
-                MS_TRY(ms_shard_read(sh, im, img));
+                TIMED(sc->t_io, ms_shard_read(sh, im, img));
                 normalise(x, img, C, HW, sc->ck->mean, sc->ck->std);
                 loaded = im;
             }
@@ -232,8 +243,8 @@ static ms_status_t score_shard(score_ctx_t *sc, const char *shard_path, const ch
                 for (int yy = 0; yy < cs; yy++)
                     memcpy(cell_x + ((size_t)c * cs + yy) * cs,
                            x + (size_t)c * HW + (size_t)(y0 + yy) * W + x0, sizeof(float) * cs);
-            MS_TRY(ms_net_forward(net, cell_x, NULL));
-            MS_TRY(ms_net_output(net, MS_OUT_MIL, cell_prob + m * K));
+            TIMED(sc->t_net, ms_net_forward(net, cell_x, NULL));
+            TIMED(sc->t_net, ms_net_output(net, MS_OUT_MIL, cell_prob + m * K));
         }
         hsize_t dm[2] = {M, (hsize_t)K};
         MS_TRY(ms_h5_write(f.id, "cells/prob", H5T_NATIVE_FLOAT, 2, dm, cell_prob, NULL, 0));
@@ -378,7 +389,9 @@ int ms_cmd_score(int argc, char **argv)
         snprintf(out, sizeof out, "%s/%.*s.scores.h5", out_dir, len, base);
         double t0 = ms_now();
         int skipped = 0;
+        sc.t_net = sc.t_mask = sc.t_io = 0;
         ms_status_t s = score_shard(&sc, shard, out, force, &skipped);
+        double el = ms_now() - t0;
         if (s) {
             fprintf(stderr, "milscreen score%s: error: %s: %s; no output written, going on\n",
                     who, shard, ms_error_message());
@@ -387,7 +400,9 @@ int ms_cmd_score(int argc, char **argv)
             printf("score%s: %s: up to date (same checkpoint and shard digests), skipped\n",
                    who, out);
         } else {
-            printf("score%s: %s -> %s (%.1f s)\n", who, shard, out, ms_now() - t0);
+            printf("score%s: %s -> %s (%.1f s: network %.0f%%, masks %.0f%%, reading and "
+                   "writing %.0f%%)\n", who, shard, out, el, 100 * sc.t_net / el,
+                   100 * sc.t_mask / el, 100 * sc.t_io / el);
         }
         fflush(stdout);
     }

@@ -346,26 +346,36 @@ int ms_cmd_train(int argc, char **argv)
         hp.lr = to.lr_drop_epoch > 0 && e >= to.lr_drop_epoch ? to.lr * to.lr_drop : to.lr;
         for (long b = 0; b < per_epoch && !stop; b++) {
             ms_batch_t bt;
+            double t = ms_now();
             MS_TRY(ms_loader_next(L, &bt));
+            prog.time.loader += ms_now() - t;
             if (e == epoch0 && b < batch0)
                 continue; /* resumed mid-epoch: this batch was trained on already */
+            t = ms_now();
             MS_TRY(ms_net_plan(net, bt.n, bt.h, bt.w, 1));
             ms_pass_t pass = {.seed = (uint64_t)to.seed, .step = (uint64_t)step,
                               .image0 = (uint64_t)dist.rank * batch};
             MS_TRY(ms_net_forward(net, bt.x, &pass));
             MS_TRY(ms_net_loss(net, bt.t, &loss));
             MS_TRY(ms_net_backward(net, &pass, 0));
+            MS_TRY(be->sync(be));
+            prog.time.engine += ms_now() - t;
+            t = ms_now();
             MS_TRY(ms_dist_mean_grads(&dist, net));
             double shared[2] = {loss, stop_signal != 0};
             MS_TRY(ms_dist_sum(&dist, shared, 2));
             loss = shared[0] / dist.ranks;
             stop = shared[1] > 0;
+            prog.time.comm += ms_now() - t;
             if (!isfinite(loss))
                 MS_FAIL(MS_ENUMERIC, "step %ld (epoch %ld, batch %ld): the loss is %g; the "
                         "parameters were not updated and the checkpoints in %s are from "
                         "before; --resume with a lower [train] lr, or report this",
                         step + 1, e + 1, b + 1, loss, run);
+            t = ms_now();
             MS_TRY(ms_net_adam(net, &hp));
+            MS_TRY(be->sync(be));
+            prog.time.engine += ms_now() - t;
             step = ms_net_step(net);
             images += (long)bt.n * dist.ranks;
             ms_progress_step(&prog, step, e, loss, images, 0);
@@ -375,18 +385,21 @@ int ms_cmd_train(int argc, char **argv)
                 ck.epoch = end_epoch ? e + 1 : e;
                 ck.batch = end_epoch ? 0 : b + 1;
                 snprintf(path, sizeof path, "%s/ckpt-%08ld.h5", run, step);
+                t = ms_now();
                 MS_TRY(ms_checkpoint_save(path, net, &ck));
                 prune_checkpoints(run, (int)to.keep);
+                prog.time.checkpoint += ms_now() - t;
             }
         }
         if (stop)
             break;
         ms_progress_step(&prog, step, e + 1, loss, images, 1);
         if (nval) {
-            double am = 0, af = 0;
+            double am = 0, af = 0, t = ms_now();
             long n = 0;
             MS_TRY(validate(&dist, net, val_paths, nval, ck.mean, ck.std,
                             (int)to.loader_threads, &am, &af, &n));
+            prog.time.validation += ms_now() - t;
             char js[256];
             snprintf(js, sizeof js,
                      "\"event\": \"validation\", \"epoch\": %ld, \"step\": %ld, \"images\": %ld, "

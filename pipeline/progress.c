@@ -45,7 +45,8 @@ void ms_progress_start(ms_progress_t *p, ms_progress_mode_t mode, FILE *log, lon
         p->interval = atof(iv);
     p->quiet = quiet;
     if (!quiet && mode == MS_PROGRESS_LINES) {
-        printf("%10s | %6s | %10s | %8s | %9s\n", "step", "epoch", "loss", "img/s", "ETA");
+        printf("%10s | %6s | %10s | %8s | %5s | %9s\n", "step", "epoch", "loss", "img/s", "busy",
+               "ETA");
         fflush(stdout);
     }
 }
@@ -64,6 +65,14 @@ void ms_progress_step(ms_progress_t *p, long step, long epoch, double loss, long
     double now = ms_now();
     if (!force && now - p->last < p->interval)
         return;
+    /* the backend's share of this interval's training steps (validation and checkpoints
+     * left out): the steady state, not diluted by the start-up */
+    const ms_timing_t *a = &p->time, *b = &p->time_last;
+    double steps = (now - p->last) - (a->validation - b->validation) -
+                   (a->checkpoint - b->checkpoint);
+    double busy = steps > 0 ? (a->engine - b->engine) / steps : 0;
+    double wait = steps > 0 ? (a->loader - b->loader) / steps : 0;
+    p->time_last = p->time;
     p->last = now;
     double el = now - p->t0;
     long done = step - p->start_step;
@@ -74,8 +83,9 @@ void ms_progress_step(ms_progress_t *p, long step, long epoch, double loss, long
     if (p->log) {
         fprintf(p->log,
                 "{\"event\": \"step\", \"step\": %ld, \"epoch\": %ld, \"loss\": %.6g, "
-                "\"images_per_s\": %.4g, \"elapsed_s\": %.3f}\n",
-                step, epoch, loss, ips, el);
+                "\"images_per_s\": %.4g, \"busy\": %.4f, \"loader_wait\": %.4f, "
+                "\"elapsed_s\": %.3f}\n",
+                step, epoch, loss, ips, busy, wait, el);
         fflush(p->log);
     }
     if (p->quiet)
@@ -86,11 +96,12 @@ void ms_progress_step(ms_progress_t *p, long step, long epoch, double loss, long
         for (int i = 0; i < width; i++)
             bar[i] = i < fill ? '#' : '.';
         bar[width] = 0;
-        printf("\r[%s] step %ld/%ld epoch %ld loss %.4f %.2f img/s ETA %s   ", bar, step,
-               p->total, epoch, loss, ips, e);
+        printf("\r[%s] step %ld/%ld epoch %ld loss %.4f %.2f img/s busy %3.0f%% ETA %s   ",
+               bar, step, p->total, epoch, loss, ips, 100 * busy, e);
         p->bar_open = 1;
     } else {
-        printf("%10ld | %6ld | %10.5f | %8.2f | %9s\n", step, epoch, loss, ips, e);
+        printf("%10ld | %6ld | %10.5f | %8.2f | %4.0f%% | %9s\n", step, epoch, loss, ips,
+               100 * busy, e);
     }
     fflush(stdout);
 }
@@ -117,9 +128,19 @@ void ms_progress_note(ms_progress_t *p, const char *json_fields, const char *fmt
 
 void ms_progress_end(ms_progress_t *p)
 {
-    if (!p->quiet && p->bar_open) {
-        printf("\n");
-        fflush(stdout);
-    }
-    p->bar_open = 0;
+    double el = ms_now() - p->t0;
+    const ms_timing_t *t = &p->time;
+    if (el <= 0)
+        return;
+    double other = el - t->engine - t->loader - t->comm - t->checkpoint - t->validation;
+    char js[320];
+    snprintf(js, sizeof js,
+             "\"event\": \"timing\", \"wall_s\": %.3f, \"engine_s\": %.3f, \"loader_s\": "
+             "%.3f, \"allreduce_s\": %.3f, \"checkpoint_s\": %.3f, \"validation_s\": %.3f",
+             el, t->engine, t->loader, t->comm, t->checkpoint, t->validation);
+    ms_progress_note(p, js,
+                     "time: backend (busy) %.1f%%, waiting for data %.1f%%, all-reduce %.1f%%, "
+                     "checkpoints %.1f%%, validation %.1f%%, other %.1f%% of %.1f s",
+                     100 * t->engine / el, 100 * t->loader / el, 100 * t->comm / el,
+                     100 * t->checkpoint / el, 100 * t->validation / el, 100 * other / el, el);
 }

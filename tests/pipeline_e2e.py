@@ -66,6 +66,13 @@ with tempfile.TemporaryDirectory() as d:
     log = [json.loads(line) for line in open("a/log.jsonl")]
     check("log.jsonl has steps and validations",
           any(e["event"] == "step" for e in log) and sum(e["event"] == "validation" for e in log) == 3)
+    timing = [e for e in log if e["event"] == "timing"]
+    check("log.jsonl says where the time went",
+          len(timing) == 1 and 0 < timing[0]["engine_s"] < timing[0]["wall_s"] and
+          timing[0]["validation_s"] > 0 and timing[0]["checkpoint_s"] > 0, str(timing))
+    busy = [e["busy"] for e in log if e["event"] == "step"]
+    check("step lines carry the backend's busy share", all(0 < b <= 1.01 for b in busy), str(busy))
+    check("the run prints its time shares", "time: backend (busy)" in r.stdout, r.stdout[-300:])
     final_a = weights(newest("a"))
 
     # stop after one epoch, resume to the end
