@@ -609,13 +609,9 @@ int ms_bench_gpu(int argc, char **argv)
         default:
             return ms_cli_usage_error("bench", "unknown option");
         }
-        if (iv) {
-            char *end;
-            long v = strtol(optarg, &end, 10);
-            if (!*optarg || *end || v < lo || v > 1000000)
-                return ms_cli_usage_error("bench", "'%s' is not a valid count", optarg);
-            *iv = (int)v;
-        }
+        if (iv && ms_cli_int("bench", opts[opt - MS_OPT_FIRST_FREE + 3].name, optarg, lo,
+                             1000000, iv))
+            return 2;
     }
     if (optind < argc)
         return ms_cli_usage_error("bench", "unexpected argument '%s'", argv[optind]);

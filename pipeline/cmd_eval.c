@@ -333,12 +333,8 @@ int ms_cmd_eval(int argc, char **argv)
         } else if (opt == 'd') {
             shard_dir = optarg;
         } else if (opt == 'o') {
-            char *end;
-            long c = strtol(optarg, &end, 10);
-            if (*end || end == optarg || c < -1 || c > 1024)
-                return ms_cli_usage_error("eval", "--otsu-channel '%s': expected a channel "
-                                          "number (-1: the sum)", optarg);
-            otsu_ch = (int)c;
+            if (ms_cli_int("eval", "otsu-channel", optarg, -1, 1024, &otsu_ch))
+                return 2; /* -1: the sum of the channels */
         } else {
             return ms_cli_usage_error("eval", "unknown option");
         }

@@ -67,14 +67,11 @@ int ms_cmd_ingest(int argc, char **argv)
             return 2;
         if (c)
             continue;
-        char *end = NULL;
-        long v = 0;
-        if (opt == O_LEVEL || opt == O_TILE || opt == O_THREADS) {
-            v = strtol(optarg, &end, 10);
-            if (end == optarg || *end || v < 0 || v > 100000 || (opt == O_LEVEL && (v < 1 || v > 9)))
-                return ms_cli_usage_error("ingest", "--%s '%s': not a valid number here",
-                                          opts[opt - MS_OPT_FIRST_FREE + 3].name, optarg);
-        }
+        int v = 0;
+        if ((opt == O_LEVEL || opt == O_TILE || opt == O_THREADS) &&
+            ms_cli_int("ingest", opts[opt - MS_OPT_FIRST_FREE + 3].name, optarg,
+                       opt == O_LEVEL ? 1 : 0, opt == O_LEVEL ? 9 : 100000, &v))
+            return 2;
         switch (opt) {
         case MS_OPT_HELP: help(); return 0;
         case O_MAN: manifest = optarg; break;
@@ -93,9 +90,9 @@ int ms_cmd_ingest(int argc, char **argv)
             else
                 return ms_cli_usage_error("ingest", "--compression '%s': deflate or none", optarg);
             break;
-        case O_LEVEL: o.level = (int)v; break;
-        case O_TILE: o.tile = (int)v; break;
-        case O_THREADS: o.threads = (int)v; break;
+        case O_LEVEL: o.level = v; break;
+        case O_TILE: o.tile = v; break;
+        case O_THREADS: o.threads = v; break;
         case O_DTYPE:
             if (!strcmp(optarg, "uint8"))
                 o.dtype = MS_DTYPE_U8;

@@ -33,16 +33,6 @@ static void help(void)
            MS_SHARD_DEFAULT_LEVEL);
 }
 
-static int parse_int(const char *s, int lo, int hi, int *out)
-{
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (end == s || *end || v < lo || v > hi)
-        return -1;
-    *out = (int)v;
-    return 0;
-}
-
 int ms_cmd_synth(int argc, char **argv)
 {
     ms_cli_t cli = {.cmd = "synth"};
@@ -68,22 +58,22 @@ int ms_cmd_synth(int argc, char **argv)
         if (c)
             continue;
         int bad = 0;
+        const char *name = opts[opt >= MS_OPT_FIRST_FREE ? opt - MS_OPT_FIRST_FREE + 3 : 0].name;
         switch (opt) {
         case MS_OPT_HELP: help(); return 0;
         case O_PRESET: preset = optarg; break;
         case O_OUT: out = optarg; break;
-        case O_SEED: bad = parse_int(optarg, 0, 2147483647, &seed); break;
-        case O_T: bad = parse_int(optarg, 2, 1000, &t); break;
-        case O_R: bad = parse_int(optarg, 1, 100, &r); break;
-        case O_S: bad = parse_int(optarg, 1, 1000, &s); break;
+        case O_SEED: bad = ms_cli_int("synth", name, optarg, 0, 2147483647, &seed); break;
+        case O_T: bad = ms_cli_int("synth", name, optarg, 2, 1000, &t); break;
+        case O_R: bad = ms_cli_int("synth", name, optarg, 1, 100, &r); break;
+        case O_S: bad = ms_cli_int("synth", name, optarg, 1, 1000, &s); break;
         case O_SIZE: size = optarg; break;
-        case O_LEVEL: bad = parse_int(optarg, 1, 9, &level); break;
-        case O_THR: bad = parse_int(optarg, 1, 1024, &threads); break;
+        case O_LEVEL: bad = ms_cli_int("synth", name, optarg, 1, 9, &level); break;
+        case O_THR: bad = ms_cli_int("synth", name, optarg, 1, 1024, &threads); break;
         default: return ms_cli_usage_error("synth", "unknown option");
         }
         if (bad)
-            return ms_cli_usage_error("synth", "--%s '%s': not a valid number here",
-                                      opts[opt - MS_OPT_FIRST_FREE + 3].name, optarg);
+            return 2;
     }
     if (optind < argc)
         return ms_cli_usage_error("synth", "unexpected argument '%s'", argv[optind]);

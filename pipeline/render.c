@@ -204,12 +204,13 @@ int ms_cmd_render(int argc, char **argv)
             if (ms_cli_int("render", "zoom", optarg, 1, 64, &zoom))
                 return 2;
             break;
-        case 'n':
-            index = strtol(optarg, &end, 10);
-            if (*end || end == optarg || index < 0)
-                return ms_cli_usage_error("render", "--index '%s': expected an image number",
-                                          optarg);
+        case 'n': {
+            int i;
+            if (ms_cli_int("render", "index", optarg, 0, 2147483647, &i))
+                return 2;
+            index = i;
             break;
+        }
         case 'p':
             percentile = strtod(optarg, &end);
             if (*end || end == optarg || !(percentile >= 0 && percentile < 50))

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # milscreen model: the paper's figures, and a bad config is an error naming file, line and
-# key with exit code 2.
+# key with exit code 2; a bad number on the commands' options is an error naming it.
 set -euo pipefail
 ms=$1
 src=$2
@@ -30,5 +30,19 @@ set +e
 set -e
 check "missing config fails" '[[ $rc -ne 0 ]]'
 check "--help exits 0" '"$ms" model --help >/dev/null'
+# a bad number on any command's options: exit 2, naming the option, the value and the range
+for args in "synth --preset tiny --out $tmp/s --seed -3|--seed '-3'|0 to 2147483647" \
+            "synth --preset tiny --out $tmp/s --sites 1x|--sites '1x'|1 to 1000" \
+            "eval --otsu-channel x a.h5|--otsu-channel 'x'|-1 to 1024" \
+            "render --index -1 --input a.h5 --out b.png|--index '-1'|0 to" \
+            "ingest --level 12 --out x|--level '12'|1 to 9" \
+            "train --config $src/configs/demo-mnist.ini --threads many|--threads 'many'|0 to 4096"; do
+  IFS='|' read -r cmdline opt range <<<"$args"
+  set +e
+  # shellcheck disable=SC2086
+  err=$("$ms" $cmdline 2>&1); rc=$?
+  set -e
+  check "${cmdline%% *}: $opt is refused" '[[ $rc -eq 2 && "$err" == *"$opt"* && "$err" == *"$range"* ]]'
+done
 check "milscreen --help lists model" '"$ms" --help | grep -q "model"'
 [[ $fail -eq 0 ]] && echo "all passed" || { echo "FAILED"; exit 1; }
