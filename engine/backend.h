@@ -129,6 +129,8 @@ struct ms_backend {
 /* Constructors; each returns MS_EBACKEND with a reason when unavailable in this build. */
 ms_status_t ms_backend_ref(ms_backend_t **be);
 ms_status_t ms_backend_cpu(ms_backend_t **be, int threads);
+/* device: a GPU of this node, counted modulo the node's GPUs (so a rank passes its local
+ * rank); precision: "bf16" (default), "tf32" or "fp32". */
 ms_status_t ms_backend_cuda(ms_backend_t **be, int device, const char *precision);
 /* By name: "ref", "cpu" (oneDNN), "cuda", or "auto" (cuda if a GPU is usable, else cpu,
  * else ref). */

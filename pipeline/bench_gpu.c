@@ -623,6 +623,9 @@ int ms_bench_gpu(int argc, char **argv)
                         "(%s)\n", e != cudaSuccess ? cudaGetErrorString(e) : "no device");
         return 1;
     }
+    if (o.device >= ndev)
+        return ms_cli_usage_error("bench", "--device %d: this node has %d GPU(s)", o.device,
+                                  ndev);
 
     ms_status_t st = MS_OK;
     ms_config_t *cfg = NULL;

@@ -2,9 +2,11 @@
  * also rounds to bf16 where the backend stores bf16, see the tolerances): every layer kind in
  * a small network of its own, every MIL pooling function and head, the paper's network, forward
  * and backward (outputs, loss, every parameter gradient, the input gradient, guided
- * backprop, one Adam step) in fp32, TF32 and bf16, on fresh random inputs. The CUDA plan's
- * arena is poisoned with NaN (MILSCREEN_CUDA_POISON) and a different batch runs first, so an
- * element the backend forgets to write fails. Without a CUDA device it says so and passes. */
+ * backprop, one Adam step) in fp32, TF32 and bf16, on fresh random inputs; dropout with a
+ * non-zero first image (ms_pass_t.image0) in some cases. The CUDA plan's arena and the host
+ * result buffers are poisoned with NaN (MILSCREEN_CUDA_POISON) and a different batch runs
+ * first, so an element the backend forgets to write fails. Without a CUDA device it says so
+ * and passes. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -122,6 +124,15 @@ static void *as_dtype(const float *src, size_t n, ms_dtype_t dt)
     return d;
 }
 
+/* A host result buffer filled with NaN: an element that no get_output/read writes fails. */
+static float *nan_alloc(size_t n)
+{
+    float *p = malloc(4 * n);
+    for (size_t i = 0; p && i < n; i++)
+        p[i] = NAN;
+    return p;
+}
+
 static ms_status_t out_f(ms_net_t *net, ms_output_t w, float *dst, size_t n, double *tmp)
 {
     if (ms_net_dtype(net) == MS_F32)
@@ -165,10 +176,10 @@ static int run(ms_backend_t *be, ms_dtype_t dt, const ms_spec_t *spec, const cas
     size_t nmap = (size_t)cs->n * K * pl->mh * pl->mw;
     size_t ntmp = nx > np ? nx : np;
     tmp = malloc(8 * (ntmp > nmap ? ntmp : nmap));
-    r->logits = malloc(4 * nmap), r->maps = malloc(4 * nmap), r->mil = malloc(4 * nk);
-    r->fc = malloc(4 * nk), r->dx = malloc(4 * nx), r->guided_all = malloc(4 * nx);
-    r->guided_one = malloc(4 * nx), r->grads = malloc(4 * np), r->params = malloc(4 * np);
-    r->m = malloc(4 * np), r->v = malloc(4 * np);
+    r->logits = nan_alloc(nmap), r->maps = nan_alloc(nmap), r->mil = nan_alloc(nk);
+    r->fc = nan_alloc(nk), r->dx = nan_alloc(nx), r->guided_all = nan_alloc(nx);
+    r->guided_one = nan_alloc(nx), r->grads = nan_alloc(np), r->params = nan_alloc(np);
+    r->m = nan_alloc(np), r->v = nan_alloc(np);
     /* a different batch first: what the second pass fails to write still holds its values */
     if (ms_net_forward(net, x2_in, &pass) != MS_OK || ms_net_forward(net, x_in, &pass) != MS_OK ||
         out_f(net, MS_OUT_LOGITS, r->logits, nmap, tmp) != MS_OK ||
@@ -719,6 +730,13 @@ int main(void)
                          HEAD("noisy_or", "sigmoid")), 2, 12, 14, 1, 0},
         {"isr", NET("[c1]\ntype = conv\nfilters = classes\nsize = 3\nactivation = linear\n"
                     HEAD("isr", "softmax")), 2, 12, 14, 1, 0},
+        /* 2 input channels (padded to 8), 12 and 9 channels (no 16-byte vectors), a ceil-mode
+         * pooling window hanging over the edge, a padded convolution */
+        {"k9", "[net]\nchannels = 2\nclasses = 9\n"
+               "[c1]\ntype = conv\nfilters = 12\nsize = 3\npad = 1\n"
+               "[p1]\ntype = maxpool\nsize = 2\nstride = 2\n"
+               "[c2]\ntype = conv\nfilters = classes\nsize = 1\nactivation = linear\n"
+               HEAD("noisy_and", "sigmoid"), 3, 15, 13, 1, 0},
         {"paper", NULL, 2, 100, 116, 1, 2}, /* image0: rank 1 of a global batch of 4 */
         {"paper-inf", NULL, 1, 70, 64, 0, 0},
     };

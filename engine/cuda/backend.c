@@ -205,6 +205,7 @@ static ms_status_t cuda_zero(ms_backend_t *be, void *p, size_t bytes)
     ms_status_t st = MS_OK;
     cuda_ctx_t *c = ctx_of(be);
     const char *where = NULL;
+    CU(cudaSetDevice(c->device)); /* the calling thread's current device may be another */
     CU(cudaMemsetAsync(p, 0, bytes, c->stream));
 done:
     return st;
@@ -215,6 +216,7 @@ static ms_status_t cuda_sync(ms_backend_t *be)
     ms_status_t st = MS_OK;
     cuda_ctx_t *c = ctx_of(be);
     const char *where = NULL;
+    CU(cudaSetDevice(c->device));
     CU(cudaStreamSynchronize(c->stream));
 done:
     return st;
@@ -693,6 +695,7 @@ static ms_status_t cuda_loss(ms_backend_t *be, ms_plan_t *pl, const void *t, dou
     const size_t nk = (size_t)pl->n * sp->classes;
     int fc = sp->fc;
     ms_head_t head = fc >= 0 ? sp->layers[fc].head : MS_HEAD_SOFTMAX;
+    CU(cudaSetDevice(c->device));
     CU(cudaMemcpyAsync(p->t, t, nk * sizeof(float), cudaMemcpyHostToDevice, c->stream));
     CU(ms_cuk_loss(p->loss, p->glogP, p->glog1mP, p->gy, p->prob, p->logP, p->log1mP,
                    fc >= 0 ? p->y : NULL, p->t, (int)head, pl->n, sp->classes, c->stream));
@@ -711,6 +714,7 @@ static ms_status_t cuda_guided_seed(ms_backend_t *be, ms_plan_t *pl, int cls)
     cuda_plan_t *p = pl->be;
     int mil = pl->spec->mil;
     const char *where = pl->spec->layers[mil].name;
+    CU(cudaSetDevice(c->device)); /* a guided pass starts here */
     CU(ms_cuk_guided_seed(grad_of(p, mil - 1), p->act[mil - 1], p->P, cls, pl->n,
                           pl->spec->classes, pl->mh * pl->mw, c->bf16, c->stream));
 done:
@@ -823,6 +827,7 @@ static ms_status_t cuda_get_output(ms_backend_t *be, ms_plan_t *pl, ms_output_t 
     const size_t nk = (size_t)pl->n * K;
     const float *src = NULL;
     size_t n = 0;
+    CU(cudaSetDevice(c->device));
     switch (which) {
     case MS_OUT_MAPS:
     case MS_OUT_LOGITS:
@@ -868,6 +873,7 @@ static ms_status_t cuda_adam(ms_backend_t *be, void *p, const void *g, void *m, 
     const float b1 = (float)hp->beta1, b2 = (float)hp->beta2;
     const float bc1 = 1.0f - powf(b1, (float)step), bc2 = 1.0f - powf(b2, (float)step);
     const float step_size = (float)hp->lr / bc1, sbc2 = sqrtf(bc2);
+    CU(cudaSetDevice(c->device));
     CU(ms_cuk_adam(p, g, m, v, n, b1, b2, step_size, sbc2, (float)hp->eps, c->stream));
 done:
     return st;
@@ -881,6 +887,7 @@ static ms_status_t cuda_clamp(ms_backend_t *be, void *p, size_t n, double lo, do
     const char *where = "clamp";
     if (dt != MS_F32)
         return MS_ERR(MS_EARG, "the cuda backend clamps float parameters only");
+    CU(cudaSetDevice(c->device));
     CU(ms_cuk_clamp(p, n, (float)lo, (float)hi, 0, c->stream));
 done:
     return st;
@@ -1005,9 +1012,10 @@ ms_status_t ms_backend_cuda(ms_backend_t **out, int device, const char *precisio
     if (e != cudaSuccess || count == 0)
         return MS_ERR(MS_EBACKEND, "no CUDA device: %s",
                       e != cudaSuccess ? cudaGetErrorString(e) : "the driver sees none");
-    if (device < 0 || device >= count)
+    if (device < 0)
         return MS_ERR(MS_EARG, "CUDA device %d does not exist (this node has %d)", device,
                       count);
+    device %= count; /* ranks: local rank mod the node's GPUs (DESIGN §4) */
     MS_ALLOC(be, 1, "CUDA backend");
     MS_ALLOC(c, 1, "CUDA context");
     be->ctx = c;

@@ -1223,9 +1223,9 @@ __global__ void k_head_prob(float *prob, const float *y, int head, int N, int K)
         float L = log_softmax_norm(yn, K);
         for (int k = 0; k < K; k++)
             pr[k] = expf(yn[k] - L);
-    } else {
+    } else { /* the reference's two-sided sigmoid, as k_loss (1/(1+e^-y) flushes to 0) */
         for (int k = 0; k < K; k++)
-            pr[k] = 1.0f / (1.0f + expf(-yn[k]));
+            pr[k] = sigm(yn[k]);
     }
 }
 
