@@ -214,6 +214,11 @@ int ms_cmd_train(int argc, char **argv)
     ms_dist_t dist = {0};
     char run[2048], path[4096];
 
+    /* first thing: a signal during the start-up (statistics, a slow file system) must not
+     * kill the job without a checkpoint; it stops the run after its first step instead */
+    signal(SIGUSR1, on_signal);
+    signal(SIGTERM, on_signal);
+    signal(SIGINT, on_signal);
     MS_TRY(ms_dist_open(&dist));
     MS_TRY(ms_cli_config(&cli, &cfg));
     MS_TRY(ms_spec_from_config(&spec, cfg));
@@ -330,9 +335,6 @@ int ms_cmd_train(int argc, char **argv)
             MS_FAIL(MS_EIO, "%s: cannot open the run log: %s", path, strerror(errno));
     }
 
-    signal(SIGUSR1, on_signal);
-    signal(SIGTERM, on_signal);
-    signal(SIGINT, on_signal);
     ms_adam_t hp = {to.lr, to.beta1, to.beta2, to.eps};
     long total = per_epoch * to.epochs;
     long step = ms_net_step(net);
