@@ -270,7 +270,7 @@ def main():
     missing = [b for b in need if not shutil.which(b, path=os.environ.get("PATH", "") +
                                                      ":/usr/sbin:/sbin")]
     if missing:
-        print(f"skipped: {' '.join(missing)} not installed (tools/setup-deps installs Slurm)")
+        print(f"skipped: {' '.join(missing)} not installed (tools/setup-deps --test installs Slurm)")
         return SKIP
     if not existing and os.geteuid() != 0:
         print("skipped: needs root to start a private Slurm "
