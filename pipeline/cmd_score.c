@@ -38,7 +38,9 @@ static void help(void)
            "and, when the shard lists cells, cells/prob [M,K] from %dx%d crops around them.\n"
            "A shard whose output carries the same checkpoint and shard digests and settings is\n"
            "skipped (--force scores it again). --set changes the checkpoint's config for this run,\n"
-           "e.g. --set localise.mode=otsu or --set score.cells=false.\n"
+           "e.g. --set localise.mode=otsu or --set score.cells=false. --set score.class_masks=true\n"
+           "adds class_masks [N,K,H,W]: the Jacobian mask of each class's map alone (K more\n"
+           "guided backward passes per image).\n"
            "A shard that cannot be scored is reported and the others are still scored; the exit\n"
            "status is then 1. Under MPI (srun --mpi=pmix, mpirun) shard i goes to rank\n"
            "i mod ranks, and each rank writes its own outputs.\n",
@@ -86,6 +88,7 @@ typedef struct {
     int cells;        /* score cell crops */
     int cell_size;
     int masks;
+    int class_masks;  /* also one Jacobian mask per class (paper Fig. 6) */
     char *config_text;
     double t_net, t_mask, t_io; /* seconds in the network (device work included), the
                                    masks' thresholds and belief propagation, reading and
@@ -100,30 +103,60 @@ typedef struct {
         (counter) += ms_now() - t_;                                                        \
     } while (0)
 
-/* A dataset (N, H, W) uint8, one deflated chunk per image, written image by image. */
-static ms_status_t create_masks(hid_t f, int N, int H, int W, hid_t *ds)
+/* A uint8 dataset of masks, (N, H, W) or (N, K, H, W) (K > 0): one deflated chunk per
+ * mask, written mask by mask. */
+static ms_status_t create_masks(hid_t f, const char *name, int N, int K, int H, int W,
+                                hid_t *ds)
 {
-    hsize_t dims[3] = {(hsize_t)N, (hsize_t)H, (hsize_t)W}, chunk[3] = {1, (hsize_t)H, (hsize_t)W};
-    hid_t space = H5Screate_simple(3, dims, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE);
-    H5Pset_chunk(dcpl, 3, chunk);
+    int rank = K > 0 ? 4 : 3;
+    hsize_t dims[4] = {(hsize_t)N, (hsize_t)K, (hsize_t)H, (hsize_t)W}, chunk[4] = {1, 1, 0, 0};
+    if (K <= 0)
+        dims[1] = (hsize_t)H, dims[2] = (hsize_t)W;
+    chunk[rank - 2] = (hsize_t)H, chunk[rank - 1] = (hsize_t)W;
+    hid_t space = H5Screate_simple(rank, dims, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(dcpl, rank, chunk);
     H5Pset_shuffle(dcpl);
     H5Pset_deflate(dcpl, 1);
-    *ds = H5Dcreate2(f, "masks", H5T_NATIVE_UINT8, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    *ds = H5Dcreate2(f, name, H5T_NATIVE_UINT8, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
     H5Pclose(dcpl);
     H5Sclose(space);
-    return *ds < 0 ? MS_ERR(MS_EIO, "%s: cannot create /masks", ms_h5_where(f, "masks")) : MS_OK;
+    return *ds < 0 ? MS_ERR(MS_EIO, "%s: cannot create it", ms_h5_where(f, name)) : MS_OK;
 }
 
-static ms_status_t write_mask(hid_t ds, int i, int H, int W, const uint8_t *m)
+/* Writes mask (H, W) of image i (and class k when the dataset is (N, K, H, W)). */
+static ms_status_t write_mask(hid_t ds, int i, int k, int H, int W, const uint8_t *m)
 {
-    hsize_t start[3] = {(hsize_t)i, 0, 0}, count[3] = {1, (hsize_t)H, (hsize_t)W};
-    hid_t fs = H5Dget_space(ds), ms = H5Screate_simple(3, count, NULL);
+    hid_t fs = H5Dget_space(ds);
+    int rank = H5Sget_simple_extent_ndims(fs);
+    hsize_t start[4] = {(hsize_t)i, (hsize_t)k, 0, 0}, count[4] = {1, 1, 1, 1};
+    count[rank - 2] = (hsize_t)H, count[rank - 1] = (hsize_t)W;
+    hid_t ms = H5Screate_simple(rank, count, NULL);
     herr_t r = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
     if (r >= 0)
         r = H5Dwrite(ds, H5T_NATIVE_UINT8, ms, fs, H5P_DEFAULT, m);
     H5Sclose(ms);
     H5Sclose(fs);
-    return r < 0 ? MS_ERR(MS_EIO, "writing mask %d failed", i) : MS_OK;
+    return r < 0 ? MS_ERR(MS_EIO, "writing the mask of image %d failed", i) : MS_OK;
+}
+
+/* The Jacobian mask of the last forward pass from class cls (every class when cls < 0):
+ * guided backprop, |J| summed over the channels into jsum, threshold and LBP. */
+static ms_status_t jacobian_mask(score_ctx_t *sc, int cls, float *jac, float *jsum, int C,
+                                 int H, int W, uint8_t *mask)
+{
+    ms_status_t st = MS_OK;
+    size_t HW = (size_t)H * W;
+    TIMED(sc->t_net, ms_net_guided(sc->net, cls));
+    TIMED(sc->t_net, ms_net_output(sc->net, MS_OUT_INPUT_GRAD, jac));
+    for (size_t j = 0; j < HW; j++) {
+        float s = 0;
+        for (int c = 0; c < C; c++)
+            s += fabsf(jac[c * HW + j]);
+        jsum[j] = s;
+    }
+    TIMED(sc->t_mask, ms_jacobian_mask(mask, jsum, H, W, sc->loc));
+done:
+    return st;
 }
 
 static ms_status_t score_shard(score_ctx_t *sc, const char *shard_path, const char *out_path,
@@ -132,7 +165,7 @@ static ms_status_t score_shard(score_ctx_t *sc, const char *shard_path, const ch
     ms_status_t st = MS_OK;
     ms_shard_t *sh = NULL;
     ms_h5file_t f = {0};
-    hid_t mask_ds = H5I_INVALID_HID;
+    hid_t mask_ds = H5I_INVALID_HID, class_ds = H5I_INVALID_HID;
     ms_net_t *net = sc->net;
     const ms_spec_t *spec = ms_net_spec(net);
     uint16_t *img = NULL;
@@ -174,7 +207,9 @@ static ms_status_t score_shard(score_ctx_t *sc, const char *shard_path, const ch
 
     MS_TRY(ms_h5_create(&f, out_path));
     if (sc->masks)
-        MS_TRY(create_masks(f.id, N, H, W, &mask_ds));
+        MS_TRY(create_masks(f.id, "masks", N, 0, H, W, &mask_ds));
+    if (sc->class_masks)
+        MS_TRY(create_masks(f.id, "class_masks", N, K, H, W, &class_ds));
     for (int i = 0; i < N; i++) {
         ids[i] = ms_shard_meta(sh, i)->image_id;
         TIMED(sc->t_io, ms_shard_read(sh, i, img));
@@ -199,17 +234,13 @@ static ms_status_t score_shard(score_ctx_t *sc, const char *shard_path, const ch
                     jac[j] = img[j];
                 TIMED(sc->t_mask, ms_otsu_mask(mask, jac, C, H, W, sc->loc->otsu_channel));
             } else {
-                TIMED(sc->t_net, ms_net_guided(net, -1));
-                TIMED(sc->t_net, ms_net_output(net, MS_OUT_INPUT_GRAD, jac));
-                for (size_t j = 0; j < HW; j++) {
-                    float s = 0;
-                    for (int c = 0; c < C; c++)
-                        s += fabsf(jac[c * HW + j]);
-                    jsum[j] = s;
-                }
-                TIMED(sc->t_mask, ms_jacobian_mask(mask, jsum, H, W, sc->loc));
+                MS_TRY(jacobian_mask(sc, -1, jac, jsum, C, H, W, mask));
             }
-            TIMED(sc->t_io, write_mask(mask_ds, i, H, W, mask));
+            TIMED(sc->t_io, write_mask(mask_ds, i, 0, H, W, mask));
+        }
+        for (int k = 0; sc->class_masks && k < K; k++) {
+            MS_TRY(jacobian_mask(sc, k, jac, jsum, C, H, W, mask));
+            TIMED(sc->t_io, write_mask(class_ds, i, k, H, W, mask));
         }
     }
 
@@ -280,10 +311,16 @@ static ms_status_t score_shard(score_ctx_t *sc, const char *shard_path, const ch
         H5Dclose(mask_ds);
         mask_ds = H5I_INVALID_HID;
     }
+    if (class_ds >= 0) {
+        H5Dclose(class_ds);
+        class_ds = H5I_INVALID_HID;
+    }
     MS_TRY(ms_h5_commit(&f));
 done:
     if (mask_ds >= 0)
         H5Dclose(mask_ds);
+    if (class_ds >= 0)
+        H5Dclose(class_ds);
     if (st)
         ms_h5_abort(&f);
     ms_shard_close(sh);
@@ -372,6 +409,7 @@ int ms_cmd_score(int argc, char **argv)
     sc.ck = &ck;
     sc.loc = &o.localise;
     sc.masks = o.score.masks;
+    sc.class_masks = o.score.class_masks;
     sc.cells = o.score.cells;
     sc.cell_size = (int)o.score.cell_size;
     MS_TRY(ms_mkdirs(out_dir));
@@ -393,8 +431,9 @@ int ms_cmd_score(int argc, char **argv)
         ms_status_t s = score_shard(&sc, shard, out, force, &skipped);
         double el = ms_now() - t0;
         if (s) {
-            fprintf(stderr, "milscreen score%s: error: %s: %s; no output written, going on\n",
-                    who, shard, ms_error_message());
+            const char *msg = ms_error_message();
+            fprintf(stderr, "milscreen score%s: error: %s%s%s; no output written, going on\n",
+                    who, strstr(msg, shard) ? "" : shard, strstr(msg, shard) ? "" : ": ", msg);
             failed++;
         } else if (skipped) {
             printf("score%s: %s: up to date (same checkpoint and shard digests), skipped\n",

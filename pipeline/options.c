@@ -24,6 +24,7 @@ ms_status_t ms_options_read(ms_config_t *cfg, ms_options_t *o)
     MS_TRY(ms_config_str(cfg, "data", "val", "", &o->data.val));
     MS_TRY(ms_config_str(cfg, "data", "test", "", &o->data.test));
     MS_TRY(ms_config_bool(cfg, "score", "masks", 1, &o->score.masks));
+    MS_TRY(ms_config_bool(cfg, "score", "class_masks", 0, &o->score.class_masks));
     MS_TRY(ms_config_bool(cfg, "score", "cells", 1, &o->score.cells));
     MS_TRY(ms_config_int(cfg, "score", "cell_size", 64, 8, 4096, &o->score.cell_size));
     MS_TRY(ms_localise_read(cfg, &o->localise));

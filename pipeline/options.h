@@ -27,6 +27,7 @@ typedef struct {
 
 typedef struct {
     int masks;           /* write /masks */
+    int class_masks;     /* write /class_masks: one Jacobian mask per class */
     int cells;           /* score crops around the shard's cells */
     long cell_size;      /* crop side (the paper: 64) */
 } ms_score_opts_t;

@@ -185,6 +185,23 @@ with tempfile.TemporaryDirectory() as d:
     with h5py.File(out, "r") as f:
         check("otsu mask mode", f.attrs["mask_mode"] in ("otsu", b"otsu"))
 
+    # class-specific masks (paper Fig. 6): one guided pass per class's map
+    r = run("score", "--checkpoint", ck, "--out", "scores_k", "--set", "score.class_masks=true",
+            "data/test.h5")
+    with h5py.File("scores_k/test.scores.h5", "r") as f, h5py.File("data/test.h5", "r") as s:
+        N, C, H, W = s["images"].shape
+        cm = f["class_masks"][()] if "class_masks" in f else np.zeros(0)
+        check("/class_masks is (N, K, H, W) uint8, one chunk per mask",
+              cm.shape == (N, 3, H, W) and cm.dtype == np.uint8 and
+              f["class_masks"].chunks == (1, 1, H, W), str(cm.shape))
+        check("class masks are binary", set(np.unique(cm)) <= {0, 1})
+        check("each class has its own mask",
+              any(not np.array_equal(cm[i, 0], cm[i, k]) for i in range(N) for k in (1, 2)))
+        masks_k = f["masks"][()]
+    run("score", "--checkpoint", ck, "--out", "scores_j", "data/test.h5")
+    with h5py.File("scores_j/test.scores.h5", "r") as f:
+        check("class_masks leaves /masks as it was", np.array_equal(f["masks"][()], masks_k))
+
     # a shard of another shape is an error naming both
     run("synth", "--preset", "yeast-like", "--out", "other", "--seed", "1", "--size", "96x96",
         "--treatments", "2", "--replicates", "1", "--sites", "1")
