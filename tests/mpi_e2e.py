@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """Ranks under Open MPI's mpirun on this machine (DESIGN §4): two ranks with batches of 2 train
-like one rank with batch 4 (dropout on), a signal to one rank stops both after the same step
+like one rank with batch 4 (dropout on), also when resumed on another number of ranks; a
+signal to one rank stops both after the same step
 with a checkpoint, and --resume continues; score deals three shards to two ranks, writes what
 one rank writes, and a bad shard fails alone; Slurm tasks started without MPI are refused."""
 import os
@@ -90,6 +91,12 @@ with tempfile.TemporaryDirectory() as d:
     v1 = [l.split('"accuracy_mil"')[1][:12] for l in val("one/log.jsonl")]
     v2 = [l.split('"accuracy_mil"')[1][:12] for l in val("two/log.jsonl")]
     check("validation counted over both ranks", len(v1) == 2 and v1 == v2, f"{v1} {v2}")
+
+    # a job requeued on another number of nodes: one epoch on 2 ranks, the rest on 1
+    run(tr + ["--run", "mixed", "--set", "train.epochs=1"], ranks=2)
+    run(tr + ["--run", "mixed", "--resume"])
+    e = rel(weights(newest("mixed")), w1)
+    check("resuming on another number of ranks follows the same run", e < 1e-4, f"{e:.2e}")
 
     r = run(tr + ["--run", "odd"], ranks=3, ok=False)
     check("a batch that does not divide among the ranks is refused",
