@@ -1,9 +1,9 @@
 #!/usr/bin/python3
 """Ranks under Open MPI's mpirun on this machine (DESIGN §4): two ranks with batches of 2 train
 like one rank with batch 4 (dropout on), also when resumed on another number of ranks; a
-signal to one rank stops both after the same step
-with a checkpoint, and --resume continues; score deals three shards to two ranks, writes what
-one rank writes, and a bad shard fails alone; Slurm tasks started without MPI are refused."""
+signal to one rank stops both after the same step with a checkpoint, and --resume continues;
+score deals three shards to two ranks, writes what one rank writes, and a bad shard fails
+alone; Slurm tasks started without MPI are refused."""
 import os
 import signal
 import subprocess
