@@ -9,7 +9,7 @@ idle, then checks, on tiny synthetic plates and a shrunken network:
   2. train.sbatch: SIGUSR1 to the batch shell (what --signal=B:USR1@N sends before the time
      limit) -> milscreen checkpoints, the job requeues itself, the requeued run resumes
      (--resume, the step count continues) and finishes;
-  3. grid.sbatch as a 2-task array: two run folders whose checkpoints hold different configs;
+  3. train.sbatch with GRID as a 2-task array: two run folders whose checkpoints hold different configs;
   4. score.sbatch with NIGHTLY: the job resubmits itself; the second run skips the shard
      the first scored and scores the one added in between.
 Everything is torn down at the end, also on failure: jobs cancelled, daemons stopped, and
@@ -364,7 +364,8 @@ def run_checks(cl, jobs, ms, root, slurm, work, h5py, np, existing):
         f.write("# lr and conv6 width\n\ntrain.lr=0.001 conv6.filters=8\n"
                 "--set train.lr=0.0005 --set conv6.filters=12\n")
     gr = jobs.submit(SB + ["--array=1-2", f"--output={work}/grid-%A_%a.out",
-                           os.path.join(slurm, "grid.sbatch"), paper, "grid.txt", "grid",
+                           "--export=ALL,GRID=grid.txt",
+                           os.path.join(slurm, "train.sbatch"), paper, "grid",
                            *TINY, *data, "--set", "train.epochs=1"])
 
     # -- 4. nightly score: a checkpoint made directly, then two runs of score.sbatch --------
