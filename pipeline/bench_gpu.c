@@ -609,8 +609,7 @@ int ms_bench_gpu(int argc, char **argv)
         default:
             return ms_cli_usage_error("bench", "unknown option");
         }
-        if (iv && ms_cli_int("bench", opts[opt - MS_OPT_FIRST_FREE + 3].name, optarg, lo,
-                             1000000, iv))
+        if (iv && ms_cli_int("bench", ms_cli_opt_name(opts, opt), optarg, lo, 1000000, iv))
             return 2;
     }
     if (optind < argc)

@@ -77,6 +77,14 @@ int ms_cli_int(const char *cmd, const char *name, const char *arg, long lo, long
     return 0;
 }
 
+const char *ms_cli_opt_name(const struct option *opts, int opt)
+{
+    for (; opts->name; opts++)
+        if (!opts->flag && opts->val == opt)
+            return opts->name;
+    return "?";
+}
+
 ms_status_t ms_mkdirs(const char *path)
 {
     char buf[4096];

@@ -35,6 +35,8 @@ int ms_cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((for
 /* Parses the integer argument of --NAME: the whole of arg, within [lo, hi]. Returns 0, or
  * prints a usage error naming the option and returns -1. */
 int ms_cli_int(const char *cmd, const char *name, const char *arg, long lo, long hi, int *out);
+/* The long name of the option whose getopt value is opt in opts ({0}-terminated), or "?". */
+const char *ms_cli_opt_name(const struct option *opts, int opt);
 /* mkdir -p */
 ms_status_t ms_mkdirs(const char *path);
 /* Parses "WxHxC" or "WxH" (C defaults to def_c). */

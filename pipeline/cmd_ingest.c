@@ -69,7 +69,7 @@ int ms_cmd_ingest(int argc, char **argv)
             continue;
         int v = 0;
         if ((opt == O_LEVEL || opt == O_TILE || opt == O_THREADS) &&
-            ms_cli_int("ingest", opts[opt - MS_OPT_FIRST_FREE + 3].name, optarg,
+            ms_cli_int("ingest", ms_cli_opt_name(opts, opt), optarg,
                        opt == O_LEVEL ? 1 : 0, opt == O_LEVEL ? 9 : 100000, &v))
             return 2;
         switch (opt) {

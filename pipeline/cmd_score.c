@@ -38,9 +38,9 @@ static void help(void)
            "and, when the shard lists cells, cells/prob [M,K] from %dx%d crops around them.\n"
            "A shard whose output carries the same checkpoint and shard digests and settings is\n"
            "skipped (--force scores it again). --set changes the checkpoint's config for this run,\n"
-           "e.g. --set localise.mode=otsu or --set score.cells=false. --set score.class_masks=true\n"
-           "adds class_masks [N,K,H,W]: the Jacobian mask of each class's map alone (K more\n"
-           "guided backward passes per image).\n"
+           "e.g. --set localise.mode=otsu or --set score.cells=false.\n"
+           "--set score.class_masks=true adds class_masks [N,K,H,W]: the Jacobian mask of each\n"
+           "class's map alone (K more guided backward passes per image).\n"
            "A shard that cannot be scored is reported and the others are still scored; the exit\n"
            "status is then 1. Under MPI (srun --mpi=pmix, mpirun) shard i goes to rank\n"
            "i mod ranks, and each rank writes its own outputs.\n",
@@ -95,24 +95,14 @@ typedef struct {
                                    writing, over the current shard */
 } score_ctx_t;
 
-/* Runs call, adding its seconds to the counter. */
-#define TIMED(counter, call)                                                                \
-    do {                                                                                   \
-        double t_ = ms_now();                                                              \
-        MS_TRY(call);                                                                      \
-        (counter) += ms_now() - t_;                                                        \
-    } while (0)
-
-/* A uint8 dataset of masks, (N, H, W) or (N, K, H, W) (K > 0): one deflated chunk per
+/* A uint8 dataset of masks, dims (N, H, W) or (N, K, H, W): one deflated chunk per (H, W)
  * mask, written mask by mask. */
-static ms_status_t create_masks(hid_t f, const char *name, int N, int K, int H, int W,
+static ms_status_t create_masks(hid_t f, const char *name, int rank, const hsize_t *dims,
                                 hid_t *ds)
 {
-    int rank = K > 0 ? 4 : 3;
-    hsize_t dims[4] = {(hsize_t)N, (hsize_t)K, (hsize_t)H, (hsize_t)W}, chunk[4] = {1, 1, 0, 0};
-    if (K <= 0)
-        dims[1] = (hsize_t)H, dims[2] = (hsize_t)W;
-    chunk[rank - 2] = (hsize_t)H, chunk[rank - 1] = (hsize_t)W;
+    hsize_t chunk[4];
+    for (int d = 0; d < rank; d++)
+        chunk[d] = d < rank - 2 ? 1 : dims[d];
     hid_t space = H5Screate_simple(rank, dims, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE);
     H5Pset_chunk(dcpl, rank, chunk);
     H5Pset_shuffle(dcpl);
@@ -146,15 +136,15 @@ static ms_status_t jacobian_mask(score_ctx_t *sc, int cls, float *jac, float *js
 {
     ms_status_t st = MS_OK;
     size_t HW = (size_t)H * W;
-    TIMED(sc->t_net, ms_net_guided(sc->net, cls));
-    TIMED(sc->t_net, ms_net_output(sc->net, MS_OUT_INPUT_GRAD, jac));
+    MS_TIMED(sc->t_net, ms_net_guided(sc->net, cls));
+    MS_TIMED(sc->t_net, ms_net_output(sc->net, MS_OUT_INPUT_GRAD, jac));
     for (size_t j = 0; j < HW; j++) {
         float s = 0;
         for (int c = 0; c < C; c++)
             s += fabsf(jac[c * HW + j]);
         jsum[j] = s;
     }
-    TIMED(sc->t_mask, ms_jacobian_mask(mask, jsum, H, W, sc->loc));
+    MS_TIMED(sc->t_mask, ms_jacobian_mask(mask, jsum, H, W, sc->loc));
 done:
     return st;
 }
@@ -206,20 +196,22 @@ static ms_status_t score_shard(score_ctx_t *sc, const char *shard_path, const ch
     MS_ALLOC(ids, N, "image ids");
 
     MS_TRY(ms_h5_create(&f, out_path));
+    hsize_t dmask[3] = {(hsize_t)N, (hsize_t)H, (hsize_t)W},
+            dclass[4] = {(hsize_t)N, (hsize_t)K, (hsize_t)H, (hsize_t)W};
     if (sc->masks)
-        MS_TRY(create_masks(f.id, "masks", N, 0, H, W, &mask_ds));
+        MS_TRY(create_masks(f.id, "masks", 3, dmask, &mask_ds));
     if (sc->class_masks)
-        MS_TRY(create_masks(f.id, "class_masks", N, K, H, W, &class_ds));
+        MS_TRY(create_masks(f.id, "class_masks", 4, dclass, &class_ds));
     for (int i = 0; i < N; i++) {
         ids[i] = ms_shard_meta(sh, i)->image_id;
-        TIMED(sc->t_io, ms_shard_read(sh, i, img));
+        MS_TIMED(sc->t_io, ms_shard_read(sh, i, img));
         normalise(x, img, C, HW, sc->ck->mean, sc->ck->std);
-        TIMED(sc->t_net, ms_net_forward(net, x, NULL));
-        TIMED(sc->t_net, ms_net_output(net, MS_OUT_MIL, P + (size_t)i * K));
-        TIMED(sc->t_net, ms_net_output(net, MS_OUT_MAPS, maps + (size_t)i * mapn));
+        MS_TIMED(sc->t_net, ms_net_forward(net, x, NULL));
+        MS_TIMED(sc->t_net, ms_net_output(net, MS_OUT_MIL, P + (size_t)i * K));
+        MS_TIMED(sc->t_net, ms_net_output(net, MS_OUT_MAPS, maps + (size_t)i * mapn));
         const float *prob = P + (size_t)i * K;
         if (spec->fc >= 0) {
-            TIMED(sc->t_net, ms_net_output(net, MS_OUT_FC, Y + (size_t)i * K));
+            MS_TIMED(sc->t_net, ms_net_output(net, MS_OUT_FC, Y + (size_t)i * K));
             prob = Y + (size_t)i * K;
         } else {
             memcpy(Y + (size_t)i * K, prob, sizeof(float) * K);
@@ -232,15 +224,15 @@ static ms_status_t score_shard(score_ctx_t *sc, const char *shard_path, const ch
             if (sc->loc->mode == MS_MASK_OTSU) {
                 for (size_t j = 0; j < (size_t)C * HW; j++)
                     jac[j] = img[j];
-                TIMED(sc->t_mask, ms_otsu_mask(mask, jac, C, H, W, sc->loc->otsu_channel));
+                MS_TIMED(sc->t_mask, ms_otsu_mask(mask, jac, C, H, W, sc->loc->otsu_channel));
             } else {
                 MS_TRY(jacobian_mask(sc, -1, jac, jsum, C, H, W, mask));
             }
-            TIMED(sc->t_io, write_mask(mask_ds, i, 0, H, W, mask));
+            MS_TIMED(sc->t_io, write_mask(mask_ds, i, 0, H, W, mask));
         }
         for (int k = 0; sc->class_masks && k < K; k++) {
             MS_TRY(jacobian_mask(sc, k, jac, jsum, C, H, W, mask));
-            TIMED(sc->t_io, write_mask(class_ds, i, k, H, W, mask));
+            MS_TIMED(sc->t_io, write_mask(class_ds, i, k, H, W, mask));
         }
     }
 
@@ -263,7 +255,7 @@ static ms_status_t score_shard(score_ctx_t *sc, const char *shard_path, const ch
             if (im < 0 || im >= N)
                 MS_FAIL(MS_EFORMAT, "%s: cell %zu names image %d of %d", shard_path, m, im, N);
             if (im != loaded) {
-                TIMED(sc->t_io, ms_shard_read(sh, im, img));
+                MS_TIMED(sc->t_io, ms_shard_read(sh, im, img));
                 normalise(x, img, C, HW, sc->ck->mean, sc->ck->std);
                 loaded = im;
             }
@@ -274,8 +266,8 @@ static ms_status_t score_shard(score_ctx_t *sc, const char *shard_path, const ch
                 for (int yy = 0; yy < cs; yy++)
                     memcpy(cell_x + ((size_t)c * cs + yy) * cs,
                            x + (size_t)c * HW + (size_t)(y0 + yy) * W + x0, sizeof(float) * cs);
-            TIMED(sc->t_net, ms_net_forward(net, cell_x, NULL));
-            TIMED(sc->t_net, ms_net_output(net, MS_OUT_MIL, cell_prob + m * K));
+            MS_TIMED(sc->t_net, ms_net_forward(net, cell_x, NULL));
+            MS_TIMED(sc->t_net, ms_net_output(net, MS_OUT_MIL, cell_prob + m * K));
         }
         hsize_t dm[2] = {M, (hsize_t)K};
         MS_TRY(ms_h5_write(f.id, "cells/prob", H5T_NATIVE_FLOAT, 2, dm, cell_prob, NULL, 0));
@@ -432,8 +424,9 @@ int ms_cmd_score(int argc, char **argv)
         double el = ms_now() - t0;
         if (s) {
             const char *msg = ms_error_message();
+            int named = strstr(msg, shard) != NULL; /* most messages name the file already */
             fprintf(stderr, "milscreen score%s: error: %s%s%s; no output written, going on\n",
-                    who, strstr(msg, shard) ? "" : shard, strstr(msg, shard) ? "" : ": ", msg);
+                    who, named ? "" : shard, named ? "" : ": ", msg);
             failed++;
         } else if (skipped) {
             printf("score%s: %s: up to date (same checkpoint and shard digests), skipped\n",

@@ -58,7 +58,7 @@ int ms_cmd_synth(int argc, char **argv)
         if (c)
             continue;
         int bad = 0;
-        const char *name = opts[opt >= MS_OPT_FIRST_FREE ? opt - MS_OPT_FIRST_FREE + 3 : 0].name;
+        const char *name = ms_cli_opt_name(opts, opt);
         switch (opt) {
         case MS_OPT_HELP: help(); return 0;
         case O_PRESET: preset = optarg; break;

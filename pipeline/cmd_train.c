@@ -348,12 +348,10 @@ int ms_cmd_train(int argc, char **argv)
         hp.lr = to.lr_drop_epoch > 0 && e >= to.lr_drop_epoch ? to.lr * to.lr_drop : to.lr;
         for (long b = 0; b < per_epoch && !stop; b++) {
             ms_batch_t bt;
-            double t = ms_now();
-            MS_TRY(ms_loader_next(L, &bt));
-            prog.time.loader += ms_now() - t;
+            MS_TIMED(prog.time.loader, ms_loader_next(L, &bt));
             if (e == epoch0 && b < batch0)
                 continue; /* resumed mid-epoch: this batch was trained on already */
-            t = ms_now();
+            double t = ms_now(); /* the backend's part of the step, to the device's end */
             MS_TRY(ms_net_plan(net, bt.n, bt.h, bt.w, 1));
             ms_pass_t pass = {.seed = (uint64_t)to.seed, .step = (uint64_t)step,
                               .image0 = (uint64_t)dist.rank * batch};
@@ -374,10 +372,8 @@ int ms_cmd_train(int argc, char **argv)
                         "parameters were not updated and the checkpoints in %s are from "
                         "before; --resume with a lower [train] lr, or report this",
                         step + 1, e + 1, b + 1, loss, run);
-            t = ms_now();
-            MS_TRY(ms_net_adam(net, &hp));
-            MS_TRY(be->sync(be));
-            prog.time.engine += ms_now() - t;
+            MS_TIMED(prog.time.engine, ms_net_adam(net, &hp));
+            MS_TIMED(prog.time.engine, be->sync(be));
             step = ms_net_step(net);
             images += (long)bt.n * dist.ranks;
             ms_progress_step(&prog, step, e, loss, images, 0);
@@ -387,21 +383,18 @@ int ms_cmd_train(int argc, char **argv)
                 ck.epoch = end_epoch ? e + 1 : e;
                 ck.batch = end_epoch ? 0 : b + 1;
                 snprintf(path, sizeof path, "%s/ckpt-%08ld.h5", run, step);
-                t = ms_now();
-                MS_TRY(ms_checkpoint_save(path, net, &ck));
+                MS_TIMED(prog.time.checkpoint, ms_checkpoint_save(path, net, &ck));
                 prune_checkpoints(run, (int)to.keep);
-                prog.time.checkpoint += ms_now() - t;
             }
         }
         if (stop)
             break;
         ms_progress_step(&prog, step, e + 1, loss, images, 1);
         if (nval) {
-            double am = 0, af = 0, t = ms_now();
+            double am = 0, af = 0;
             long n = 0;
-            MS_TRY(validate(&dist, net, val_paths, nval, ck.mean, ck.std,
-                            (int)to.loader_threads, &am, &af, &n));
-            prog.time.validation += ms_now() - t;
+            MS_TIMED(prog.time.validation, validate(&dist, net, val_paths, nval, ck.mean, ck.std,
+                                                    (int)to.loader_threads, &am, &af, &n));
             char js[256];
             snprintf(js, sizeof js,
                      "\"event\": \"validation\", \"epoch\": %ld, \"step\": %ld, \"images\": %ld, "

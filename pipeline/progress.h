@@ -16,6 +16,14 @@ typedef struct {
     double engine, loader, comm, checkpoint, validation;
 } ms_timing_t;
 
+/* MS_TRY(call), adding its seconds to counter (a double). */
+#define MS_TIMED(counter, call)                                                              \
+    do {                                                                                   \
+        double t_ = ms_now();                                                              \
+        MS_TRY(call);                                                                      \
+        (counter) += ms_now() - t_;                                                        \
+    } while (0)
+
 typedef struct {
     ms_progress_mode_t mode; /* resolved: LINES or BAR */
     FILE *log;               /* JSON lines, or NULL */

@@ -176,9 +176,10 @@ dropout_row(float *out, uint8_t *mask, const float *in, int W, long sw, int blk,
     }
 }
 
-/* out = in * keep / (1 - rate), keep from ms_dropout_keep() on the LOGICAL NCHW index (plus
- * first, the pass's image0 * C*H*W) as in every backend, recorded in mask (one byte per element of the layout) for the backward.
- * out may be in. Padded channels are not touched (they stay zero; their mask stays 0). */
+/* out = in * keep / (1 - rate), keep from ms_dropout_keep() on the LOGICAL NCHW index plus
+ * first (the pass's image0 * C*H*W) as in every backend, recorded in mask (one byte per
+ * element of the layout) for the backward. out may be in. Padded channels are not touched
+ * (they stay zero; their mask stays 0). */
 static void dropout_apply(float *out, uint8_t *mask, const float *in, const layout_t *lo, int N,
                           int C, int H, int W, uint64_t first, uint64_t key, double rate)
 {
