@@ -4,7 +4,7 @@
 #define MS_OPTIONS_H
 
 #include "engine/config.h"
-#include "pipeline/localise.h"
+#include "pipeline/localise/localise.h"
 
 typedef struct {
     long batch;          /* images per step, over all ranks */

@@ -20,7 +20,7 @@
 #include "engine/ref/ref.h"
 #include "engine/rng.h"
 #include "ms_build_config.h"
-#include "pipeline/localise.h"
+#include "pipeline/localise/localise.h"
 #include "tests/check.h"
 
 /* Tolerances on the relative error ||gpu - oracle||_2 / ||oracle||_2 of a whole tensor.

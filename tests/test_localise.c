@@ -7,8 +7,8 @@
 #include <string.h>
 
 #include "check.h"
-#include "pipeline/localise.h"
-#include "pipeline/metrics.h"
+#include "pipeline/localise/localise.h"
+#include "pipeline/eval/metrics.h"
 
 /* xorshift64*: reproducible test data without touching the engine's RNG. */
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;

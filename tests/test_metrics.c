@@ -9,7 +9,7 @@
 #include <unistd.h>
 
 #include "check.h"
-#include "pipeline/metrics.h"
+#include "pipeline/eval/metrics.h"
 
 #ifndef MS_TEST_DIR
 #define MS_TEST_DIR "tests"

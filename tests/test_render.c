@@ -8,8 +8,8 @@
 #include <unistd.h>
 
 #include "check.h"
-#include "pipeline/png.h"
-#include "pipeline/render.h"
+#include "pipeline/render/png.h"
+#include "pipeline/render/render.h"
 
 static void test_font(void)
 {

@@ -30,7 +30,7 @@ void ms_cuda_conv_algos(ms_backend_t *be, const ms_plan_t *plan, int layer, char
                         size_t n);
 
 /* Loopy belief propagation for the masks (paper §2.4) on the GPU: the same MRF, messages and
- * arithmetic order as ms_lbp_binary (pipeline/localise.c), host arrays in and out: unary
+ * arithmetic order as ms_lbp_binary (pipeline/localise/localise.c), host arrays in and out: unary
  * (H,W) log-odds, out (H,W) 0/1. Scratch stays with the backend and grows as needed. */
 ms_status_t ms_cuda_lbp_binary(ms_backend_t *be, uint8_t *out, const float *unary, int H, int W,
                                double pairwise, int iterations, int max_product,

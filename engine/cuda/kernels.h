@@ -113,7 +113,7 @@ cudaError_t ms_cuk_adam(float *p, const float *g, float *m, float *v, size_t n, 
                         float b2, float step_size, float sbc2, float eps, cudaStream_t s);
 
 /* Loopy belief propagation on a 4-connected binary MRF with Potts potentials, as
- * ms_lbp_binary (pipeline/localise.c): unary (H,W) log-odds; msg and nxt (4,H,W) zeroed
+ * ms_lbp_binary (pipeline/localise/localise.c): unary (H,W) log-odds; msg and nxt (4,H,W) zeroed
  * scratch (a missing neighbour's message stays 0); out (H,W) 0/1. */
 cudaError_t ms_cuk_lbp(uint8_t *out, float *msg, float *nxt, const float *unary, int H, int W,
                        float beta, int iterations, int max_product, float damping,

@@ -1,5 +1,5 @@
 /* Checkpoint files (see checkpoint.h). */
-#include "pipeline/checkpoint.h"
+#include "io/checkpoint.h"
 
 #include <math.h>
 #include <stdio.h>

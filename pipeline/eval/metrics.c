@@ -1,6 +1,6 @@
 /* Evaluation metrics on plain arrays. Sums are in double and counts in size_t, so results
  * are exact rationals rounded once. */
-#include "pipeline/metrics.h"
+#include "pipeline/eval/metrics.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -16,10 +16,10 @@
 #include "io/loader.h"
 #include "io/shard.h"
 #include "ms_build_config.h"
-#include "pipeline/checkpoint.h"
+#include "io/checkpoint.h"
 #include "pipeline/cli.h"
 #include "pipeline/commands.h"
-#include "pipeline/dist.h"
+#include "pipeline/dist/dist.h"
 #include "pipeline/options.h"
 #include "pipeline/progress.h"
 

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "pipeline/render.h"
+#include "pipeline/render/render.h"
 
 void ms_render_default_colours(uint8_t (*rgb)[3], int C)
 {

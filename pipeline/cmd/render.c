@@ -11,8 +11,8 @@
 #include "engine/spec.h"
 #include "pipeline/cli.h"
 #include "pipeline/commands.h"
-#include "pipeline/evalio.h"
-#include "pipeline/render.h"
+#include "pipeline/eval/evalio.h"
+#include "pipeline/render/render.h"
 
 static void help(void)
 {

@@ -1,7 +1,7 @@
 /* Score outputs, read through plain HDF5, and the parts of input shards that evaluation and
  * rendering need, through io/shard.h. Strings may be variable- or fixed-length (h5py writes
  * the former, many tools the latter); HDF5 converts numbers to the native type asked for. */
-#include "pipeline/evalio.h"
+#include "pipeline/eval/evalio.h"
 
 #include "io/h5util.h"
 #include "io/shard.h"

@@ -1,5 +1,5 @@
-/* Ranks, the gradient all-reduce and the job-wide abort (pipeline/dist.h). */
-#include "pipeline/dist.h"
+/* Ranks, the gradient all-reduce and the job-wide abort (pipeline/dist/dist.h). */
+#include "pipeline/dist/dist.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,6 +1,6 @@
 /* Localisation: global Otsu thresholding, the Jacobian-map threshold, and loopy belief
  * propagation on a 4-connected binary Potts MRF, all on (H, W) arrays in row-major order. */
-#include "pipeline/localise.h"
+#include "pipeline/localise/localise.h"
 
 #include <math.h>
 #include <stddef.h>

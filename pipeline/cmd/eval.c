@@ -9,9 +9,9 @@
 
 #include "pipeline/cli.h"
 #include "pipeline/commands.h"
-#include "pipeline/evalio.h"
-#include "pipeline/localise.h"
-#include "pipeline/metrics.h"
+#include "pipeline/eval/evalio.h"
+#include "pipeline/localise/localise.h"
+#include "pipeline/eval/metrics.h"
 
 static void help(void)
 {

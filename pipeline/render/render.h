@@ -8,7 +8,7 @@
 #include <stdint.h>
 
 #include "engine/status.h"
-#include "pipeline/png.h"
+#include "pipeline/render/png.h"
 
 #define MS_RENDER_MAX_LINES 64
 

@@ -1,6 +1,6 @@
 /* RGB canvas, the 5x7 bitmap font and PNG files (libpng's simplified API, which reports
  * errors in the image struct instead of longjmp-ing through our frames). */
-#include "pipeline/png.h"
+#include "pipeline/render/png.h"
 
 #include <errno.h>
 #include <png.h>
