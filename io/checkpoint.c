@@ -113,6 +113,7 @@ ms_status_t ms_checkpoint_save(const char *path, ms_net_t *net, ms_ckpt_t *ck)
     MS_TRY(ms_h5_attr_set_str(f.id, "milscreen_version", MS_VERSION));
     MS_TRY(ms_h5_attr_set_str(f.id, "config", ck->config ? ck->config : ""));
     MS_TRY(ms_h5_attr_set_str(f.id, "class_names", ck->class_names ? ck->class_names : ""));
+    MS_TRY(ms_h5_attr_set_str(f.id, "channel_names", ck->channel_names ? ck->channel_names : ""));
     MS_TRY(ms_h5_attr_set_str(f.id, "digest", ck->digest));
     MS_TRY(ms_h5_attr_set_int(f.id, "step", ms_net_step(net)));
     MS_TRY(ms_h5_attr_set_int(f.id, "epoch", ck->epoch));
@@ -148,6 +149,8 @@ ms_status_t ms_checkpoint_read_meta(const char *path, ms_ckpt_t *ck)
                 version, MS_CKPT_VERSION);
     MS_TRY(ms_h5_attr_get_str(f, "config", &ck->config));
     MS_TRY(ms_h5_attr_get_str(f, "class_names", &ck->class_names));
+    if (ms_h5_attr_exists(f, "channel_names"))
+        MS_TRY(ms_h5_attr_get_str(f, "channel_names", &ck->channel_names));
     char *dig = NULL;
     MS_TRY(ms_h5_attr_get_str(f, "digest", &dig));
     snprintf(ck->digest, sizeof ck->digest, "%s", dig);
@@ -220,6 +223,7 @@ done:
 void ms_checkpoint_free(ms_ckpt_t *ck)
 {
     free(ck->class_names);
+    free(ck->channel_names);
     free(ck->config);
-    ck->class_names = ck->config = NULL;
+    ck->class_names = ck->channel_names = ck->config = NULL;
 }

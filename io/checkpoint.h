@@ -1,7 +1,7 @@
 /* Checkpoints: HDF5 files holding the weights (one dataset per parameter, PyTorch layout,
  * under the layer's name: /weights/conv1/weight (O,I,kh,kw), /weights/fc/bias ...), the Adam
- * moments and step, the run position, the normalisation statistics, class names and the
- * config text. Written to a temporary name and renamed, so a crash never leaves half a file. */
+ * moments and step, the run position, the normalisation statistics, class and channel names
+ * (in the network's order) and the config text. Written to a temporary name and renamed, so a crash never leaves half a file. */
 #ifndef MS_CHECKPOINT_H
 #define MS_CHECKPOINT_H
 
@@ -21,6 +21,8 @@ typedef struct {
     int channels;
     float mean[MS_MAX_CHANNELS], std[MS_MAX_CHANNELS];
     char *class_names;    /* K names separated by '\n' (malloc'd on load) */
+    char *channel_names;  /* C names separated by '\n' (malloc'd on load; NULL when the
+                           * checkpoint predates them) */
     char *config;         /* the effective config text (malloc'd on load) */
     char digest[17];      /* hex of a 64-bit hash of config and weights (set on save/load) */
 } ms_ckpt_t;

@@ -416,6 +416,22 @@ ms_comp_t ms_shard_compression(const ms_shard_t *s) { return s->comp; }
 const char *ms_shard_class_name(const ms_shard_t *s, int k) { return s->class_names[k]; }
 const char *ms_shard_channel_name(const ms_shard_t *s, int c) { return s->channel_names[c]; }
 const ms_image_meta_t *ms_shard_meta(const ms_shard_t *s, int i) { return &s->meta[i]; }
+
+char *ms_shard_names_joined(const ms_shard_t *s, int channels)
+{
+    char *const *names = channels ? s->channel_names : s->class_names;
+    int n = channels ? s->c : s->k;
+    size_t len = 1;
+    for (int j = 0; j < n; j++)
+        len += strlen(names[j]) + 1;
+    char *out = malloc(len), *p = out;
+    if (!out)
+        return NULL;
+    *p = 0;
+    for (int j = 0; j < n; j++)
+        p += sprintf(p, "%s%s", j ? "\n" : "", names[j]);
+    return out;
+}
 int ms_shard_label(const ms_shard_t *s, int i) { return s->meta[i].label; }
 int ms_shard_labelled(const ms_shard_t *s, int i) { return s->known[i]; }
 const uint8_t *ms_shard_labels(const ms_shard_t *s, int i)

@@ -49,6 +49,9 @@ ms_pixel_t ms_shard_dtype(const ms_shard_t *s);
 int ms_shard_classes(const ms_shard_t *s); /* K */
 const char *ms_shard_class_name(const ms_shard_t *s, int k);
 const char *ms_shard_channel_name(const ms_shard_t *s, int c);
+/* The class names (channels = 0) or channel names (channels = 1) in order, joined by '\n'
+ * (the checkpoint's form); malloc'd, NULL when out of memory. */
+char *ms_shard_names_joined(const ms_shard_t *s, int channels);
 int ms_shard_multi_label(const ms_shard_t *s);
 /* Compression of /images as stored: MS_COMP_NONE or MS_COMP_DEFLATE (level unknown: 0). */
 ms_comp_t ms_shard_compression(const ms_shard_t *s);

@@ -207,6 +207,7 @@ int ms_cmd_train(int argc, char **argv)
     ms_shard_t *first = NULL;
     ms_ckpt_t ck = {0};
     char *cfg_text = NULL, *train_list = NULL, *val_list = NULL, *names = NULL;
+    char *channel_names = NULL;
     const char *train_paths[1024], *val_paths[1024];
     int ntrain = 0, nval = 0;
     FILE *log = NULL;
@@ -257,17 +258,10 @@ int ms_cmd_train(int argc, char **argv)
         MS_FAIL(MS_ECONFIG, "%s is %s-label but [%s] head = %s", train_paths[0],
                 ms_shard_multi_label(first) ? "multi" : "single", spec.layers[spec.fc].name,
                 spec.layers[spec.fc].head == MS_HEAD_SIGMOID ? "sigmoid" : "softmax");
-    {
-        size_t len = 0;
-        for (int k = 0; k < spec.classes; k++)
-            len += strlen(ms_shard_class_name(first, k)) + 1;
-        MS_ALLOC(names, len + 1, "class names");
-        for (int k = 0; k < spec.classes; k++) {
-            strcat(names, ms_shard_class_name(first, k));
-            if (k + 1 < spec.classes)
-                strcat(names, "\n");
-        }
-    }
+    names = ms_shard_names_joined(first, 0);
+    channel_names = ms_shard_names_joined(first, 1);
+    if (!names || !channel_names)
+        MS_FAIL(MS_ENOMEM, "out of memory");
     int crop = (int)to.crop, H = ms_shard_height(first), W = ms_shard_width(first);
     if (crop > 0 && (crop > H || crop > W))
         MS_FAIL(MS_ECONFIG, "[train] crop = %d is larger than the images of %s (%dx%d)", crop,
@@ -304,6 +298,9 @@ int ms_cmd_train(int argc, char **argv)
     free(ck.class_names);
     ck.class_names = names;
     names = NULL;
+    free(ck.channel_names);
+    ck.channel_names = channel_names;
+    channel_names = NULL;
 
     ms_loader_opts_t lo = {.paths = train_paths, .npaths = ntrain, .crop = crop,
                            .random_crop = 1, .augment = to.augment, .shuffle = 1,
@@ -421,7 +418,7 @@ done:
     ms_checkpoint_free(&ck);
     ms_spec_free(&spec);
     ms_config_free(cfg);
-    free(cfg_text), free(train_list), free(val_list), free(names);
+    free(cfg_text), free(train_list), free(val_list), free(names), free(channel_names);
     if (st)
         return ms_dist_fail(&dist, ms_cli_fail("train", st));
     ms_dist_close(&dist);
