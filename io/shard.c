@@ -131,6 +131,32 @@ static void unshuffle2(uint8_t *dst, const uint8_t *src, size_t n)
     }
 }
 
+/* ------------------------------------------------------------------ limits */
+
+static _Atomic uint64_t max_image_pixels = MS_MAX_IMAGE_PIXELS_DEFAULT;
+
+void ms_io_set_max_image_pixels(uint64_t n) { atomic_store(&max_image_pixels, n); }
+uint64_t ms_io_max_image_pixels(void) { return atomic_load(&max_image_pixels); }
+
+ms_status_t ms_io_check_image_size(const char *path, uint64_t c, uint64_t h, uint64_t w,
+                                   unsigned bytes_per_sample)
+{
+    uint64_t lim = ms_io_max_image_pixels();
+    if (!c || !h || !w)
+        return MS_ERR(MS_EFORMAT, "%s: declares an empty image (%llu x %llu pixels, %llu "
+                      "channels)", path, (unsigned long long)w, (unsigned long long)h,
+                      (unsigned long long)c);
+    if (h > lim || w > lim || h * w > lim) {
+        double gib = (double)c * (double)h * (double)w * bytes_per_sample / (1024.0 * 1024 * 1024);
+        return MS_ERR(MS_EFORMAT, "%s: declares %llu x %llu pixels x %llu channels (%.1f GiB "
+                      "per image), over the limit of %llu pixels per plane; if the file is "
+                      "right, raise it with --max-image-pixels", path, (unsigned long long)w,
+                      (unsigned long long)h, (unsigned long long)c, gib,
+                      (unsigned long long)lim);
+    }
+    return MS_OK;
+}
+
 /* ------------------------------------------------------------------ opening */
 
 static void meta_free(ms_image_meta_t *m, int n)
@@ -288,8 +314,11 @@ ms_status_t ms_shard_open(ms_shard_t **out, const char *path)
     MS_TRY(ms_h5_dims(s->file, "images", &r, d));
     if (r != 4)
         MS_FAIL(MS_EFORMAT, "%s: /images has rank %d, expected 4 [N, C, H, W]", path, r);
-    if (d[0] > 1u << 30 || d[1] > 1024 || d[2] > 1u << 20 || d[3] > 1u << 20 || !d[1])
-        MS_FAIL(MS_EFORMAT, "%s: /images has an implausible shape", path);
+    if (d[0] > 1u << 30 || d[1] > 1024)
+        MS_FAIL(MS_EFORMAT, "%s: /images has an implausible shape [%llu, %llu, ...] (at most "
+                "2^30 images of 1024 channels)", path, (unsigned long long)d[0],
+                (unsigned long long)d[1]);
+    MS_TRY(ms_io_check_image_size(path, d[1], d[2], d[3], 2));
     s->n = (int)d[0];
     s->c = (int)d[1];
     s->h = (int)d[2];

@@ -31,6 +31,21 @@ typedef struct {
     int label;       /* class index, -1 unknown (single-label shards) */
 } ms_image_meta_t;
 
+/* ---------------------------------------------------------------- limits */
+
+/* An image whose plane holds more than this many pixels (H * W) is refused before anything is
+ * allocated for it, so that a damaged or hostile header (a shard's /images dims, a TIFF's
+ * ImageWidth) ends in a message naming the file and the memory it would take, never in the
+ * kernel's out-of-memory killer. 2^28 is 16384 x 16384, 25 times a 1024x1280 BBBC021 field;
+ * every command takes --max-image-pixels N to change it. */
+#define MS_MAX_IMAGE_PIXELS_DEFAULT (1ULL << 28)
+void ms_io_set_max_image_pixels(uint64_t n);
+uint64_t ms_io_max_image_pixels(void);
+/* MS_EFORMAT naming path, the h x w x c size, the bytes one image of bytes_per_sample would
+ * take and the limit, when h * w exceeds it (or h, w or c is not positive). */
+ms_status_t ms_io_check_image_size(const char *path, uint64_t c, uint64_t h, uint64_t w,
+                                   unsigned bytes_per_sample);
+
 /* ---------------------------------------------------------------- reading */
 
 typedef struct ms_shard ms_shard_t;

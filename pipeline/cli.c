@@ -1,6 +1,8 @@
 /* Shared command-line handling. */
 #include "pipeline/cli.h"
 
+#include "io/shard.h"
+
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -22,6 +24,18 @@ int ms_cli_common(ms_cli_t *cli, int opt, const char *arg)
         }
         cli->sets[cli->nsets++] = arg;
         return 1;
+    case MS_OPT_MAX_PIXELS: {
+        char *end;
+        errno = 0;
+        unsigned long long v = strtoull(arg, &end, 10);
+        if (end == arg || *end || errno || v < 1 || arg[0] == '-') {
+            ms_cli_usage_error(cli->cmd, "--max-image-pixels '%s': expected a positive whole "
+                               "number (pixels per image plane)", arg);
+            return -1;
+        }
+        ms_io_set_max_image_pixels(v);
+        return 1;
+    }
     default:
         return 0;
     }

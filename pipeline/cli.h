@@ -17,11 +17,15 @@ typedef struct {
     int nsets;
 } ms_cli_t;
 
-/* getopt_long entries for --config, --set and --help; ids are MS_OPT_CONFIG etc. */
-enum { MS_OPT_CONFIG = 1000, MS_OPT_SET, MS_OPT_HELP, MS_OPT_FIRST_FREE };
+/* getopt_long entries for --config, --set, --help and --max-image-pixels (io/shard.h); ids
+ * are MS_OPT_CONFIG etc. */
+enum { MS_OPT_CONFIG = 1000, MS_OPT_SET, MS_OPT_HELP, MS_OPT_MAX_PIXELS, MS_OPT_FIRST_FREE };
 #define MS_CLI_COMMON_OPTIONS                                                          \
     {"config", required_argument, 0, MS_OPT_CONFIG},                                   \
-        {"set", required_argument, 0, MS_OPT_SET}, { "help", no_argument, 0, MS_OPT_HELP }
+        {"set", required_argument, 0, MS_OPT_SET}, {"help", no_argument, 0, MS_OPT_HELP}, \
+    {                                                                                  \
+        "max-image-pixels", required_argument, 0, MS_OPT_MAX_PIXELS                    \
+    }
 
 /* Handles a common option; returns 1 if it was one, 0 if not, -1 on error. */
 int ms_cli_common(ms_cli_t *cli, int opt, const char *arg);
