@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <dirent.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -226,4 +227,55 @@ void ms_checkpoint_free(ms_ckpt_t *ck)
     free(ck->channel_names);
     free(ck->config);
     ck->class_names = ck->channel_names = ck->config = NULL;
+}
+
+/* ---------------------------------------------------------------- run folders */
+
+void ms_checkpoint_newest(const char *dir, char *out, size_t n)
+{
+    out[0] = 0;
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    long best = -1;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        long s;
+        char tail[8];
+        if (sscanf(e->d_name, "ckpt-%ld.%3s", &s, tail) == 2 && !strcmp(tail, "h5") &&
+            s > best) {
+            if (snprintf(out, n, "%s/%s", dir, e->d_name) < (int)n)
+                best = s;
+            else
+                out[0] = 0;
+        }
+    }
+    closedir(d);
+}
+
+void ms_checkpoint_prune(const char *dir, int keep)
+{
+    long steps[4096];
+    int n = 0;
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) && n < 4096) {
+        long s;
+        char tail[8];
+        if (sscanf(e->d_name, "ckpt-%ld.%3s", &s, tail) == 2 && !strcmp(tail, "h5"))
+            steps[n++] = s;
+    }
+    closedir(d);
+    for (int i = 0; i < n; i++) {
+        int newer = 0;
+        for (int j = 0; j < n; j++)
+            newer += steps[j] > steps[i];
+        if (newer >= keep) {
+            char path[4096];
+            if (snprintf(path, sizeof path, "%s/ckpt-%08ld.h5", dir, steps[i]) < (int)sizeof path)
+                unlink(path);
+        }
+    }
 }

@@ -5,6 +5,7 @@
 #ifndef MS_CHECKPOINT_H
 #define MS_CHECKPOINT_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "engine/net.h"
@@ -34,5 +35,11 @@ ms_status_t ms_checkpoint_read_meta(const char *path, ms_ckpt_t *ck);
  * checkpoint's config; fails naming the dataset whose shape differs. */
 ms_status_t ms_checkpoint_load(const char *path, ms_net_t *net, int with_optimizer);
 void ms_checkpoint_free(ms_ckpt_t *ck);
+
+/* A run folder holds ckpt-<step, 8 digits>.h5. The newest (highest step) into out, or "" when
+ * there is none. */
+void ms_checkpoint_newest(const char *dir, char *out, size_t n);
+/* Removes all but the newest keep checkpoints of dir. */
+void ms_checkpoint_prune(const char *dir, int keep);
 
 #endif

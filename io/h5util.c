@@ -2,6 +2,8 @@
  * file and object. HDF5's own error printing is switched off per thread. */
 #include "io/h5util.h"
 
+#include <hdf5_hl.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -257,6 +259,26 @@ ms_status_t ms_h5_read(hid_t loc, const char *name, hid_t memtype, int rank, con
     ds = H5Dopen2(loc, name, H5P_DEFAULT);
     if (ds < 0 || H5Dread(ds, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0)
         MS_FAIL(MS_EFORMAT, "cannot read %s: %s", ms_h5_where(loc, name), h5_reason());
+done:
+    if (ds >= 0)
+        H5Dclose(ds);
+    return st;
+}
+
+ms_status_t ms_h5_label_dims(hid_t loc, const char *name, const char *const *labels)
+{
+    ms_status_t st = MS_OK;
+    int rank;
+    hsize_t dims[8];
+    hid_t ds = H5I_INVALID_HID;
+    MS_TRY(ms_h5_dims(loc, name, &rank, dims));
+    ds = H5Dopen2(loc, name, H5P_DEFAULT);
+    if (ds < 0)
+        MS_FAIL(MS_EIO, "cannot open %s: %s", ms_h5_where(loc, name), h5_reason());
+    for (int d = 0; d < rank; d++)
+        if (H5DSset_label(ds, (unsigned)d, labels[d]) < 0)
+            MS_FAIL(MS_EIO, "cannot label dimension %d of %s: %s", d, ms_h5_where(loc, name),
+                    h5_reason());
 done:
     if (ds >= 0)
         H5Dclose(ds);

@@ -53,6 +53,11 @@ ms_status_t ms_h5_dims(hid_t loc, const char *name, int *rank, hsize_t *dims);
 ms_status_t ms_h5_read(hid_t loc, const char *name, hid_t memtype, int rank, const hsize_t *dims,
                        void *buf);
 
+/* Names the dimensions of dataset `name` under loc (HDF5 dimension scales' labels, which h5py
+ * shows as f[name].dims[i].label and HDFView and ViTables as column names): labels[i] for
+ * dimension i, as many as the dataset's rank. */
+ms_status_t ms_h5_label_dims(hid_t loc, const char *name, const char *const *labels);
+
 /* 1-D string datasets (fixed length UTF-8, null-terminated; either fixed or variable length
  * is read). read gives n malloc'd strings in one malloc'd array: free with ms_h5_free_strings. */
 ms_status_t ms_h5_write_strings(hid_t loc, const char *name, size_t n, const char *const *s);

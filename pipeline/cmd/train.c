@@ -3,7 +3,6 @@
  * continues bit for bit (dropout masks and shuffles are functions of seed, step and epoch);
  * SIGUSR1/SIGTERM/SIGINT write a checkpoint and stop cleanly so --requeue jobs resume. */
 #include <math.h>
-#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -43,57 +42,6 @@ static void help(void)
         "  epochs, seed, augment (true), checkpoint_every (0 = each epoch), keep (3),\n"
         "  loader_threads (2), cache_mb (1024)\n"
         "[data] keys: train, val (shard paths, space separated)\n");
-}
-
-/* The newest ckpt-*.h5 in dir, or "" */
-static void newest_checkpoint(const char *dir, char *out, size_t n)
-{
-    out[0] = 0;
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    long best = -1;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        long s;
-        char tail[8];
-        if (sscanf(e->d_name, "ckpt-%ld.%3s", &s, tail) == 2 && !strcmp(tail, "h5") &&
-            s > best) {
-            if (snprintf(out, n, "%s/%s", dir, e->d_name) < (int)n)
-                best = s;
-            else
-                out[0] = 0;
-        }
-    }
-    closedir(d);
-}
-
-/* Removes all but the newest keep checkpoints. */
-static void prune_checkpoints(const char *dir, int keep)
-{
-    long steps[4096];
-    int n = 0;
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    struct dirent *e;
-    while ((e = readdir(d)) && n < 4096) {
-        long s;
-        char tail[8];
-        if (sscanf(e->d_name, "ckpt-%ld.%3s", &s, tail) == 2 && !strcmp(tail, "h5"))
-            steps[n++] = s;
-    }
-    closedir(d);
-    for (int i = 0; i < n; i++) {
-        int newer = 0;
-        for (int j = 0; j < n; j++)
-            newer += steps[j] > steps[i];
-        if (newer >= keep) {
-            char path[4096];
-            if (snprintf(path, sizeof path, "%s/ckpt-%08ld.h5", dir, steps[i]) < (int)sizeof path)
-                unlink(path);
-        }
-    }
 }
 
 /* Splits a space-separated list (in place) into at most max paths. */
@@ -277,7 +225,7 @@ int ms_cmd_train(int argc, char **argv)
 
     long epoch0 = 0, batch0 = 0;
     if (resume) {
-        newest_checkpoint(run, path, sizeof path);
+        ms_checkpoint_newest(run, path, sizeof path);
         if (!path[0])
             MS_FAIL(MS_EARG, "--resume: no checkpoint in %s", run);
         MS_TRY(ms_checkpoint_read_meta(path, &ck));
@@ -381,7 +329,7 @@ int ms_cmd_train(int argc, char **argv)
                 ck.batch = end_epoch ? 0 : b + 1;
                 snprintf(path, sizeof path, "%s/ckpt-%08ld.h5", run, step);
                 MS_TIMED(prog.time.checkpoint, ms_checkpoint_save(path, net, &ck));
-                prune_checkpoints(run, (int)to.keep);
+                ms_checkpoint_prune(run, (int)to.keep);
             }
         }
         if (stop)
