@@ -422,11 +422,12 @@ ms_status_t ms_ingest_manifest(const char *path, const char *out, const ms_inges
     csv_t t;
     set_t s = {.src = path};
     char **found = NULL;
-    int nfound = 0;
+    int nfound = 0, cls = -1;
     MS_TRY(csv_load(&t, path));
     int ci = csv_col(&t, "image_id"), cp = csv_col(&t, "plate"), cw = csv_col(&t, "well");
     int cs = csv_col(&t, "site"), ct = csv_col(&t, "treatment"), cr = csv_col(&t, "replicate");
-    int cl = csv_col(&t, "label"), cls = csv_col(&t, "labels");
+    int cl = csv_col(&t, "label");
+    cls = csv_col(&t, "labels");
     int cf[MAXCH];
     if (cl >= 0 && cls >= 0)
         MS_FAIL(MS_EFORMAT, "%s:%d: give 'label' (one class) or 'labels' (multi-label), not both",
