@@ -11,6 +11,7 @@ int ms_cmd_eval(int argc, char **argv);
 int ms_cmd_render(int argc, char **argv);
 int ms_cmd_synth(int argc, char **argv);
 int ms_cmd_ingest(int argc, char **argv);
+int ms_cmd_export(int argc, char **argv);
 
 /* bench sections, one file each */
 int ms_bench_cpu(int argc, char **argv);

@@ -19,6 +19,7 @@ static const command_t commands[] = {
     {"eval", "accuracy, mAP, treatment and per-cell accuracy, mask IoU of score outputs",
      ms_cmd_eval},
     {"render", "a PNG of one scored image: class map, mask outline, probabilities", ms_cmd_render},
+    {"export", "score outputs as CSV tables and OME-Zarr plates (napari, Fiji)", ms_cmd_export},
     {"ingest", "build a shard from TIFFs (CSV manifest or BBBC021 tables)", ms_cmd_ingest},
     {"synth", "write a synthetic plate data set (cells, masks, per-cell labels)", ms_cmd_synth},
 };
