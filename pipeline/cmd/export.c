@@ -159,7 +159,7 @@ int ms_cmd_export(int argc, char **argv)
     const char *out = NULL, *shard_dir = NULL;
     int force = 0, no_zarr = 0, levels = 0, zlevel = 1, opt;
     optind = 1;
-    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (opt) {
         case 'h':
             help();

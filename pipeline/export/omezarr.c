@@ -230,8 +230,8 @@ static ms_status_t write_label(const char *labels_dir, const char *key, const ch
     ms_json_raw(&a, "{");
     multiscales(&a, name, 0, L, in, SUBSAMPLED);
     ms_json_raw(&a, ",\n\"image-label\": {\"version\": \"0.4\", \"source\": {\"image\": "
-                    "\"../../\"}%s%s}}\n", image_label ? ", " : "",
-                image_label && image_label->s ? image_label->s : "");
+                    "\"../../\"}%s%s}}\n", image_label && image_label->len ? ", " : "",
+                image_label && image_label->len ? image_label->s : "");
     if (image_label && image_label->failed)
         a.failed = 1;
     MS_TRY(ms_zarr_group(dir, &a));
