@@ -223,6 +223,15 @@ with tempfile.TemporaryDirectory() as d:
     refused("instance maps of the wrong size for the network",
             ["--out", "e1", "maps.scores.h5"], ["/maps", "its network gives"], rc=1)
 
+    shutil.copy("test.scores.h5", "nan.scores.h5")
+    with h5py.File("nan.scores.h5", "r+") as f:
+        data = f["maps"][:]
+        data[-1, 1, 2, 2] = np.nan  # the last image: met after other fields are written
+        del f["maps"]
+        f["maps"] = data
+    refused("a map that is not a probability, found half-way through writing",
+            ["--out", "e1", "nan.scores.h5"], ["/maps[17, 1]", "not a probability"], rc=1)
+
     fx.multilabel_shard("nowell.h5")
     with h5py.File("nowell.h5", "r+") as f:
         w = [s.decode() for s in f["meta/well"][:]]
