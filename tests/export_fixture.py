@@ -145,15 +145,10 @@ def score_output(out, shard, classes, rng, cells=True, class_masks=True, maps=Tr
 
 
 def upsampled(m, hh, ww):
-    """A class map (h, w) at every pixel: bilinear between instance centres OFFSET + STRIDE *
-    (u, v), clamped at the borders; as stored, round(p * 65535)."""
+    """A class map (h, w) at every pixel: the value of the instance whose centre, OFFSET +
+    STRIDE * (u, v), is nearest (ties to the next), clamped at the borders; as stored,
+    round(p * 65535)."""
     h, w = m.shape
-    v = np.clip((np.arange(hh) - OFFSET) / STRIDE, 0, h - 1)
-    u = np.clip((np.arange(ww) - OFFSET) / STRIDE, 0, w - 1)
-    v0, u0 = v.astype(int), u.astype(int)
-    v1, u1 = np.minimum(v0 + 1, h - 1), np.minimum(u0 + 1, w - 1)
-    fv, fu = (v - v0)[:, None], (u - u0)[None, :]
-    m = m.astype(np.float64)
-    top = (1 - fu) * m[v0][:, u0] + fu * m[v0][:, u1]
-    bot = (1 - fu) * m[v1][:, u0] + fu * m[v1][:, u1]
-    return np.rint(((1 - fv) * top + fv * bot) * 65535)
+    v = np.clip(np.floor((np.arange(hh) - OFFSET) / STRIDE + 0.5), 0, h - 1).astype(int)
+    u = np.clip(np.floor((np.arange(ww) - OFFSET) / STRIDE + 0.5), 0, w - 1).astype(int)
+    return np.rint(m[v][:, u].astype(np.float64) * 65535)

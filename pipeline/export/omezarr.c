@@ -187,8 +187,11 @@ done:
     return st;
 }
 
-/* The map (h, w) of one class at every pixel of the image: bilinear between instance centres
- * (offset + stride * (u, v)), clamped at the border, as render draws it; as round(p * 65535). */
+/* The map (h, w) of one class at every pixel of the image: each pixel takes the value of the
+ * instance whose receptive field centre (offset + stride * (u, v)) is nearest, clamped at the
+ * border (a tie goes to the next instance), as round(p * 65535). Nearest, not interpolated:
+ * every pixel holds a probability the network gave, and a map's 16 x 16 blocks of one value
+ * compress several times smaller than smooth ones. */
 static ms_status_t upsample_map(uint16_t *out, const float *map, const ms_export_input_t *in,
                                 size_t i, int k)
 {
@@ -198,18 +201,12 @@ static ms_status_t upsample_map(uint16_t *out, const float *map, const ms_export
             return MS_ERR(MS_EFORMAT, "%s: /maps[%zu, %d] holds %g, not a probability",
                           in->scores_path, i, k, map[j]);
     for (int y = 0; y < in->H; y++) {
-        double v = (y - in->offset) / in->stride;
-        v = v < 0 ? 0 : v > h - 1 ? h - 1 : v;
-        int v0 = (int)v, v1 = v0 + 1 < h ? v0 + 1 : v0;
-        double fv = v - v0;
+        double v = floor((y - in->offset) / in->stride + 0.5);
+        const float *row = map + (size_t)(v < 0 ? 0 : v > h - 1 ? h - 1 : v) * w;
         for (int x = 0; x < in->W; x++) {
-            double u = (x - in->offset) / in->stride;
-            u = u < 0 ? 0 : u > w - 1 ? w - 1 : u;
-            int u0 = (int)u, u1 = u0 + 1 < w ? u0 + 1 : u0;
-            double fu = u - u0;
-            double top = (1 - fu) * map[v0 * w + u0] + fu * map[v0 * w + u1];
-            double bot = (1 - fu) * map[v1 * w + u0] + fu * map[v1 * w + u1];
-            out[(size_t)y * in->W + x] = (uint16_t)lrint(((1 - fv) * top + fv * bot) * MAP_SCALE);
+            double u = floor((x - in->offset) / in->stride + 0.5);
+            float p = row[u < 0 ? 0 : u > w - 1 ? w - 1 : (int)u];
+            out[(size_t)y * in->W + x] = (uint16_t)lrint(p * MAP_SCALE);
         }
     }
     return MS_OK;
@@ -320,8 +317,8 @@ static ms_status_t write_field(const char *dir, const ms_export_input_t *in, siz
             ms_json_raw(&a, k ? ", " : "");
             ms_json_str(&a, s->class_names[k]);
         }
-        ms_json_raw(&a, "], \"value\": \"round(p * 65535), p the instance probability "
-                        "interpolated bilinearly between instance centres\", \"stride\": %d, "
+        ms_json_raw(&a, "], \"value\": \"round(p * 65535), p the probability of the instance "
+                        "whose centre, offset + stride * (u, v), is nearest\", \"stride\": %d, "
                         "\"offset\": ", in->stride);
         ms_json_num(&a, in->offset);
         ms_json_raw(&a, "}");
