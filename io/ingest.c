@@ -374,7 +374,10 @@ static ms_status_t add_samples(chan_t *ch, int *nch, const ms_tiff_info_t *in, c
         char sn[16];
         sample_name(in, k, sn, sizeof sn);
         if (to - from == 1)
+            if (base || in->samples > 1)
             snprintf(c->name, sizeof c->name, "%s", base ? base : sn);
+        else
+            snprintf(c->name, sizeof c->name, "ch%d", *nch - 1); /* a grey file, no name */
         else if (base)
             snprintf(c->name, sizeof c->name, "%s.%s", base, sn);
         else
@@ -406,13 +409,15 @@ static ms_status_t expand_row(const set_t *s, row_t *r, const uint8_t *wanted,
         st = ms_tiff_info(file, r->src[j].page, &o->map, in);
         if (st)
             goto done;
-        MS_TRY(note_page(ck, o, in, file, r->src[j].page, r, j, s));
         if (col) {
+            MS_TRY(note_page(ck, o, in, file, r->src[j].page, r, j, s));
             MS_TRY(add_samples(ch, nch, in, col, file, j, r->src[j].page, o, ck));
             continue;
         }
-        /* a `file` column: every channel the file holds */
+        /* a `file` column: every channel the file holds (its first page may be none of them,
+         * e.g. an OME-TIFF's thumbnail) */
         if (!in->ome.present) {
+            MS_TRY(note_page(ck, o, in, file, 0, r, j, s));
             if (in->pages > 1)
                 MS_FAIL(MS_EFORMAT, "%s has %d pages and no OME-XML saying which channel each "
                         "page holds: name them in file_<channel> columns as %s#0, %s#1, ...",
@@ -427,9 +432,9 @@ static ms_status_t expand_row(const set_t *s, row_t *r, const uint8_t *wanted,
             const ms_tiff_info_t *pi = in;
             if (page != r->src[j].page) {
                 MS_TRY(ms_tiff_info(file, page, &o->map, cin));
-                MS_TRY(note_page(ck, o, cin, file, page, r, j, s));
                 pi = cin;
             }
+            MS_TRY(note_page(ck, o, pi, file, page, r, j, s));
             char base[NAMELEN];
             if (in->ome.name[c][0])
                 snprintf(base, sizeof base, "%s", in->ome.name[c]);
@@ -587,8 +592,8 @@ static void say_summary(const set_t *s, const ms_ingest_opts_t *o, const check_t
     buf[0] = 0;
     for (int c = 0; c < s->c && k + 1 < sizeof buf; c++)
         k += (size_t)snprintf(buf + k, sizeof buf - k, "%s%s", c ? ", " : "", s->chan[c]);
-    say(o, "%d images (%d labelled), %d channels (%s)%s%s", s->n, labelled, s->c, buf,
-        s->multi ? ", multi-label" : "",
+    say(o, "%d images (%d labelled), %d channels (%s), %d classes%s%s", s->n, labelled, s->c,
+        buf, s->k, s->multi ? " (multi-label)" : "",
         o->dry_run ? "; dry run: no TIFF read, nothing written" : "");
     /* the class order, in one line: what a second plate must repeat */
     k = 0;
@@ -1168,6 +1173,10 @@ ms_status_t ms_ingest_manifest_text(const char *path, const char *text, size_t s
                 MS_FAIL(MS_EFORMAT, "%s:%d: no file for channel %s", path, in->line, ch);
             if (!loaddata) {
                 MS_TRY(split_file(v, dir, path, in->line, &d->src[j].file, &d->src[j].page));
+                if (!s.src_name[j] && strrchr(v, '#'))
+                    MS_FAIL(MS_EFORMAT, "%s:%d: '%s': a 'file' column takes a whole file (its "
+                            "OME channels or its samples); name one page in a file_<channel> "
+                            "column", path, in->line, v);
                 continue;
             }
             const char *pn = in->f[cl.path[j]];

@@ -326,7 +326,10 @@ def test_bbbc021(a, tmp, rng):
           f"missing BBBC021 image: {r.stderr.strip()}")
     print(f"ingest bbbc021: {len(want)} labelled of {len(rows)} rows, {len(classes)} classes")
     # the whole published table, joined without reading images: 3,848 labelled images
+    # beside the repository (a checkout in /work/main, or a worktree in /work/wt/NAME)
     real = os.path.join(a.root, "..", "shared", "data", "bbbc021")
+    if not os.path.exists(os.path.join(real, "BBBC021_v1_image.csv")):
+        real = os.path.join(a.root, "..", "..", "shared", "data", "bbbc021")
     if os.path.exists(os.path.join(real, "BBBC021_v1_image.csv")):
         r = run([a.milscreen, "ingest", "--bbbc021", os.path.join(real, "BBBC021_v1_image.csv"),
                  "--moa", os.path.join(real, "BBBC021_v1_moa.csv"), "--dry-run"])

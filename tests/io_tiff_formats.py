@@ -225,7 +225,18 @@ def test_rgb_palette(t, rng):
         check(ch == ["R", "G", "B"] and img.dtype == np.uint16 and
               np.array_equal(img[0], cmap[:, idx]), f"palette stored as its colours: {ch}")
         check("not as indices" in r.stderr, f"palette conversion said: {r.stderr}")
-    print("RGB contiguous/planar split and --sample; palette as colours")
+    # JPEG-compressed YCbCr (tiffcp's default for JPEG): the RGB libtiff's own RGBA path gives
+    tifffile.imwrite(t.path("rgbsrc.tif"), rgb, photometric="rgb")
+    subprocess.run(["tiffcp", "-c", "jpeg:90", t.path("rgbsrc.tif"), t.path("jpeg.tif")],
+                   check=True)
+    subprocess.run(["tiff2rgba", "-c", "none", t.path("jpeg.tif"), t.path("jpegrgba.tif")],
+                   check=True)
+    r, out = t.ingest(["plate", "well", "file"], [["P1", "A01", "jpeg.tif"]])
+    if check(os.path.exists(out), "JPEG YCbCr ingest"):
+        want = np.moveaxis(tifffile.imread(t.path("jpegrgba.tif"))[..., :3], 2, 0)
+        check(np.array_equal(shard(out)[0][0], want) and "decoded to RGB" in r.stderr,
+              "JPEG YCbCr decoded to RGB, as tiff2rgba decodes it")
+    print("RGB contiguous/planar split and --sample; palette as colours; JPEG YCbCr")
 
 
 def test_grey_conversions(t, rng):
