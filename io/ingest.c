@@ -158,7 +158,8 @@ static ms_status_t set_classes(set_t *s, const char *opt, char **found, int nfou
         return split_names(opt, "--classes", MAXK, s->cls, &s->k);
     }
     s->cls_from = from;
-    qsort(found, (size_t)nfound, sizeof *found, cmp_str);
+    if (nfound)
+        qsort(found, (size_t)nfound, sizeof *found, cmp_str);
     for (int j = 0; j < nfound; j++) {
         if (j && !strcmp(found[j], found[j - 1]))
             continue;
