@@ -286,7 +286,7 @@ static const int conv_flag[5] = {MS_TIFF_WIDENED, MS_TIFF_INVERTED, MS_TIFF_PALE
 
 /* Records one page's header in the check; the same size for all is enforced. */
 static ms_status_t note_page(check_t *ck, const ms_ingest_opts_t *o, const ms_tiff_info_t *in,
-                             const char *file, int page, row_t *r, int src, const set_t *s)
+                             const char *file, int page, row_t *r, int src)
 {
     if (!ck->h) {
         ck->h = in->height;
@@ -329,7 +329,6 @@ static ms_status_t note_page(check_t *ck, const ms_ingest_opts_t *o, const ms_ti
     }
     if (in->ome.pixel_note[0] && !ck->note[0])
         snprintf(ck->note, sizeof ck->note, "%s: %s", file, in->ome.pixel_note);
-    (void)s;
     return MS_OK;
 }
 
@@ -411,14 +410,14 @@ static ms_status_t expand_row(const set_t *s, row_t *r, const uint8_t *wanted,
         if (st)
             goto done;
         if (col) {
-            MS_TRY(note_page(ck, o, in, file, r->src[j].page, r, j, s));
+            MS_TRY(note_page(ck, o, in, file, r->src[j].page, r, j));
             MS_TRY(add_samples(ch, nch, in, col, file, j, r->src[j].page, o, ck));
             continue;
         }
         /* a `file` column: every channel the file holds (its first page may be none of them,
          * e.g. an OME-TIFF's thumbnail) */
         if (!in->ome.present) {
-            MS_TRY(note_page(ck, o, in, file, 0, r, j, s));
+            MS_TRY(note_page(ck, o, in, file, 0, r, j));
             if (in->pages > 1)
                 MS_FAIL(MS_EFORMAT, "%s has %d pages and no OME-XML saying which channel each "
                         "page holds: name them in file_<channel> columns as %s#0, %s#1, ...",
@@ -435,7 +434,7 @@ static ms_status_t expand_row(const set_t *s, row_t *r, const uint8_t *wanted,
                 MS_TRY(ms_tiff_info(file, page, &o->map, cin));
                 pi = cin;
             }
-            MS_TRY(note_page(ck, o, pi, file, page, r, j, s));
+            MS_TRY(note_page(ck, o, pi, file, page, r, j));
             char base[NAMELEN];
             if (in->ome.name[c][0])
                 snprintf(base, sizeof base, "%s", in->ome.name[c]);
