@@ -728,7 +728,8 @@ ms_status_t ms_shard_create(ms_shard_writer_t **out, const char *path, const ms_
     *out = NULL;
     if (sp->n < 0 || sp->c < 1 || sp->h < 1 || sp->w < 1 || sp->k < 0 ||
         (sp->dtype != MS_DTYPE_U8 && sp->dtype != MS_DTYPE_U16) || sp->level < 0 ||
-        sp->level > 9 || sp->tile < 0)
+        sp->level > 9 || sp->tile < 0 || !(sp->pixel_size[0] >= 0) ||
+        !(sp->pixel_size[1] >= 0) || (sp->pixel_size[0] > 0) != (sp->pixel_size[1] > 0))
         return MS_ERR(MS_EARG, "%s: bad shard shape or options (N=%d C=%d H=%d W=%d K=%d level=%d "
                       "tile=%d)", path, sp->n, sp->c, sp->h, sp->w, sp->k, sp->level, sp->tile);
     MS_ALLOC(w, 1, "shard writer");
@@ -1049,6 +1050,48 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* The shard's own per-image datasets (an extra column may not take their names). */
+static const char *const own_meta[] = {"image_id", "plate", "well", "site", "treatment",
+                                       "replicate", "label", "labels"};
+
+ms_status_t ms_shard_write_meta_strings(ms_shard_writer_t *w, const char *name,
+                                        const char *const *values)
+{
+    ms_status_t st = MS_OK;
+    char path[300];
+    ms_h5_quiet();
+    if (!name[0] || strchr(name, '/') || !strcmp(name, ".") || strlen(name) > 255)
+        return MS_ERR(MS_EARG, "%s: '%s' cannot name a /meta dataset", w->f.path, name);
+    for (size_t j = 0; j < sizeof own_meta / sizeof *own_meta; j++)
+        if (!strcmp(name, own_meta[j]))
+            return MS_ERR(MS_EARG, "%s: an extra column cannot be named /meta/%s (the shard's "
+                          "own)", w->f.path, name);
+    snprintf(path, sizeof path, "meta/%s", name);
+    if (ms_h5_exists(w->f.id, path))
+        return MS_ERR(MS_EARG, "%s: /meta/%s is written twice", w->f.path, name);
+    static const char *const lab[1] = {"image"};
+    MS_TRY(ms_h5_write_strings(w->f.id, path, (size_t)w->spec.n, values));
+    MS_TRY(ms_h5_label_dims(w->f.id, path, lab));
+done:
+    return st;
+}
+
+/* pixel_size_um: float64 [2] (y, x) on the root. */
+static ms_status_t write_pixel_size(ms_shard_writer_t *w)
+{
+    ms_status_t st = MS_OK;
+    hsize_t two = 2;
+    hid_t sp = H5Screate_simple(1, &two, NULL);
+    hid_t a = H5Acreate2(w->f.id, "pixel_size_um", H5T_IEEE_F64LE, sp, H5P_DEFAULT, H5P_DEFAULT);
+    if (a < 0 || H5Awrite(a, H5T_NATIVE_DOUBLE, w->spec.pixel_size) < 0)
+        st = MS_ERR(MS_EIO, "%s: cannot write attribute pixel_size_um", w->f.path);
+    if (a >= 0)
+        H5Aclose(a);
+    if (sp >= 0)
+        H5Sclose(sp);
+    return st;
+}
+
 static ms_status_t write_meta(ms_shard_writer_t *w)
 {
     ms_status_t st = MS_OK;
@@ -1087,6 +1130,15 @@ static ms_status_t write_meta(ms_shard_writer_t *w)
     }
 #undef STRS
 #undef INTS
+    /* dimension labels: h5py's dims[i].label, HDFView's and ViTables' column names */
+    static const char *const l_img[1] = {"image"}, *const l_lab[2] = {"image", "class"};
+    static const char *const l_cell[1] = {"cell"};
+    for (size_t j = 0; j < sizeof own_meta / sizeof *own_meta; j++) {
+        char path[64];
+        snprintf(path, sizeof path, "meta/%s", own_meta[j]);
+        if (ms_h5_exists(f, path))
+            MS_TRY(ms_h5_label_dims(f, path, !strcmp(own_meta[j], "labels") ? l_lab : l_img));
+    }
     if (w->ncells) {
         hsize_t dc[1] = {(hsize_t)w->ncells};
         MS_TRY(ms_h5_write(f, "cells/image_index", H5T_NATIVE_INT32, 1, dc, w->cimg, NULL, 0));
@@ -1094,7 +1146,20 @@ static ms_status_t write_meta(ms_shard_writer_t *w)
         MS_TRY(ms_h5_write(f, "cells/y", H5T_NATIVE_FLOAT, 1, dc, w->cy, NULL, 0));
         MS_TRY(ms_h5_write(f, "cells/label", H5T_NATIVE_INT32, 1, dc, w->clabel, NULL, 0));
         MS_TRY(ms_h5_write(f, "cells/mask_id", H5T_NATIVE_INT32, 1, dc, w->cmask, NULL, 0));
+        static const char *const cn[5] = {"image_index", "x", "y", "label", "mask_id"};
+        for (int j = 0; j < 5; j++) {
+            char path[32];
+            snprintf(path, sizeof path, "cells/%s", cn[j]);
+            MS_TRY(ms_h5_label_dims(f, path, l_cell));
+        }
     }
+    static const char *const l_images[4] = {"image", "channel", "y", "x"};
+    static const char *const l_masks[3] = {"image", "y", "x"};
+    MS_TRY(ms_h5_label_dims(f, "images", l_images));
+    if (w->masks > 0)
+        MS_TRY(ms_h5_label_dims(f, "masks", l_masks));
+    if (w->spec.pixel_size[0] > 0)
+        MS_TRY(write_pixel_size(w));
     MS_TRY(ms_h5_attr_set_str(f, "format", MS_SHARD_FORMAT));
     MS_TRY(ms_h5_attr_set_int(f, "format_version", MS_SHARD_VERSION));
     MS_TRY(ms_h5_attr_set_strings(f, "channel_names", (size_t)w->spec.c,

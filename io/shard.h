@@ -139,6 +139,8 @@ typedef struct {
     const char *const *channel_names; /* c names, NULL: "ch0", "ch1", ... */
     int multi_label;
     int masks;                        /* 1: /masks uint16 [N, H, W] is written too */
+    double pixel_size[2];             /* (y, x) micrometres per pixel: root attribute
+                                       * pixel_size_um; 0: unknown (no attribute) */
 } ms_shard_spec_t;
 
 typedef struct ms_shard_writer ms_shard_writer_t;
@@ -161,6 +163,11 @@ ms_status_t ms_shard_write_image_u16(ms_shard_writer_t *w, int i, const uint16_t
  * for unknown), ignored for single-label shards (m->label is used). */
 ms_status_t ms_shard_set_meta(ms_shard_writer_t *w, int i, const ms_image_meta_t *m,
                               const uint8_t *labels);
+/* An extra per-image string column /meta/<name> (values: N strings, copied now), e.g. a
+ * LoadData manifest's Metadata_* columns. Names of the shard's own /meta datasets, and names
+ * with '/' or that are empty, are refused. */
+ms_status_t ms_shard_write_meta_strings(ms_shard_writer_t *w, const char *name,
+                                        const char *const *values);
 /* mask (H, W) of image i; needs spec.masks. */
 ms_status_t ms_shard_write_mask(ms_shard_writer_t *w, int i, const uint16_t *mask);
 /* Appends n cells (mask_id may be NULL). */
