@@ -41,7 +41,13 @@ static int try_load(const char *path)
     snprintf(plugin.path, sizeof plugin.path, "%s", path);
     void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (!h) { /* typically a CUDA library it needs is not on this node */
-        snprintf(plugin.why, sizeof plugin.why, "%s", dlerror());
+        const char *err = dlerror();
+        if (strstr(err, path))
+            snprintf(plugin.why, sizeof plugin.why, "%s", err);
+        else
+            snprintf(plugin.why, sizeof plugin.why, "loading %s: %s (the CUDA runtime, cuDNN and "
+                     "NCCL must be on the library path: LD_LIBRARY_PATH or the site's CUDA "
+                     "module)", path, err);
         return 1;
     }
     ms_cuda_plugin_entry_t entry = (ms_cuda_plugin_entry_t)dlsym(h, MS_CUDA_PLUGIN_ENTRY);
