@@ -199,8 +199,8 @@ static ms_status_t run(ms_dist_t *d, const char *config, const ms_spec_t *spec,
         double algbw = R > 1 ? bytes / v[2] / 1e9 : 0, busbw = algbw * 2.0 * (R - 1) / R;
         double share = v[1] / (v[0] + v[1]);
         printf("  compute   %.2f ms per step (forward, loss, backward, Adam)\n"
-               "  allreduce %.3f ms per step (%.1f%% of the step); the buffer alone %.3f ms "
-               "median, %.3f ms fastest of %d", v[0] * 1e3, v[1] * 1e3, 100 * share, v[2] * 1e3,
+               "  allreduce %.3f ms per step (%.1f%% of the step; waiting for the slowest rank "
+               "included)\n            the buffer alone: %.3f ms median, %.3f ms fastest of %d", v[0] * 1e3, v[1] * 1e3, 100 * share, v[2] * 1e3,
                v[3] * 1e3, o->reps);
         if (R > 1)
             printf(": algbw %.3f GB/s, busbw %.3f GB/s\n", algbw, busbw);
