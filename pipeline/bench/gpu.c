@@ -653,8 +653,9 @@ int ms_bench_gpu(int argc, char **argv)
                 rev[strcspn(rev, "\n")] = 0;
             pclose(g);
         }
-        printf("milscreen %s (git %s) bench --gpu: %s, %d channels, %d classes\n", MS_VERSION,
-               rev, cli.config_path, spec.channels, spec.classes);
+        printf("milscreen %s (git %s) bench --gpu: %s, %d channels, %d classes\n"
+               "  CUDA plugin %s\n", MS_VERSION, rev, cli.config_path, spec.channels,
+               spec.classes, ms_cuda_plugin_status());
     }
     char list[64];
     snprintf(list, sizeof list, "%s", o.precisions);

@@ -47,6 +47,7 @@ int ms_allreduce_buckets(const ms_layer_t *L, int nlayers, size_t bucket_elems,
     return nb;
 }
 
+#if MS_HAVE_CUDA /* the buckets are the NCCL path's */
 /* MILSCREEN_BUCKET_KB, else the default, in elements of the net's dtype. */
 static ms_status_t bucket_elems(size_t es, size_t *elems)
 {
@@ -95,6 +96,7 @@ static ms_status_t on_backward(void *ctx, int layer, size_t off, size_t n)
 {
     return ms_allreduce_layer_done(ctx, layer);
 }
+#endif
 
 ms_status_t ms_allreduce_layer_done(ms_allreduce_t *ar, int layer)
 {
