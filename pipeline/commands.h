@@ -17,5 +17,6 @@ int ms_cmd_export(int argc, char **argv);
 int ms_bench_cpu(int argc, char **argv);
 int ms_bench_gpu(int argc, char **argv);
 int ms_bench_io(int argc, char **argv);
+int ms_bench_scaling(int argc, char **argv);
 
 #endif

@@ -16,8 +16,12 @@ static void help(void)
            "                device memory, per-layer times\n"
            "  --io          reading, decoding and normalising shards: images/s with 1, 2 and\n"
            "                all threads per compression setting, file size per image\n"
+           "  --scaling     the step's compute time and the gradient all-reduce's time on\n"
+           "                this machine, one rank or several (mpirun -np 2 milscreen bench\n"
+           "                --scaling)\n"
            "  --vs-pytorch  also run tools/bench-pytorch in the same invocation; print ratios\n"
-           "'milscreen bench --cpu --help' lists the section's own options (--gpu too).\n");
+           "'milscreen bench --cpu --help' lists the section's own options (--gpu, --io and\n"
+           "--scaling too).\n");
 }
 
 int ms_cmd_bench(int argc, char **argv)
@@ -29,11 +33,13 @@ int ms_cmd_bench(int argc, char **argv)
             return ms_bench_gpu(argc, argv);
         if (!strcmp(argv[i], "--io"))
             return ms_bench_io(argc, argv);
+        if (!strcmp(argv[i], "--scaling"))
+            return ms_bench_scaling(argc, argv);
     }
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             help();
             return 0;
         }
-    return ms_cli_usage_error("bench", "choose a section: --cpu, --gpu or --io");
+    return ms_cli_usage_error("bench", "choose a section: --cpu, --gpu, --io or --scaling");
 }

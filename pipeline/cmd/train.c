@@ -18,6 +18,7 @@
 #include "io/checkpoint.h"
 #include "pipeline/cli.h"
 #include "pipeline/commands.h"
+#include "pipeline/dist/allreduce.h"
 #include "pipeline/dist/dist.h"
 #include "pipeline/options.h"
 #include "pipeline/progress.h"
@@ -161,6 +162,7 @@ int ms_cmd_train(int argc, char **argv)
     FILE *log = NULL;
     ms_progress_t prog;
     ms_dist_t dist = {0};
+    ms_allreduce_t *ar = NULL;
     char run[2048], path[4096];
 
     /* first thing: a signal during the start-up (statistics, a slow file system) must not
@@ -222,6 +224,7 @@ int ms_cmd_train(int argc, char **argv)
 
     MS_TRY(ms_backend_open(&be, backend_name, dist.local_rank, threads, "bf16"));
     MS_TRY(ms_net_create(&net, &spec, be, MS_F32, (uint64_t)to.seed));
+    MS_TRY(ms_allreduce_open(&ar, &dist, net, 0));
 
     long epoch0 = 0, batch0 = 0;
     if (resume) {
@@ -263,13 +266,14 @@ int ms_cmd_train(int argc, char **argv)
         MS_FAIL(MS_EARG, "the training shards hold fewer labelled images than one batch (%ld)",
                 to.batch);
 
-    char desc[256];
-    be->describe(be, desc, sizeof desc);
+    char desc[1024]; /* the backend and, after an auto fallback, why */
+    ms_backend_describe(be, desc, sizeof desc);
     if (dist.rank == 0) {
         printf("milscreen train: %s\n  backend  %s\n", cli.config_path, desc);
         if (dist.ranks > 1)
             printf("  ranks    %d (%d per node), %d images of each batch per rank\n",
                    dist.ranks, dist.local_ranks, batch);
+        printf("  allreduce %s\n", ms_allreduce_describe(ar));
         printf("  data     %d shard(s), %ld batches of %ld per epoch, %dx%d %s\n"
                "  run      %s%s\n",
                ntrain, per_epoch, to.batch, tw, th, crop ? "crops" : "images", run,
@@ -306,7 +310,7 @@ int ms_cmd_train(int argc, char **argv)
             MS_TRY(be->sync(be));
             prog.time.engine += ms_now() - t;
             t = ms_now();
-            MS_TRY(ms_dist_mean_grads(&dist, net));
+            MS_TRY(ms_allreduce_wait(ar)); /* NCCL buckets began during the backward pass */
             double shared[2] = {loss, stop_signal != 0};
             MS_TRY(ms_dist_sum(&dist, shared, 2));
             loss = shared[0] / dist.ranks;
@@ -361,6 +365,7 @@ done:
         fclose(log);
     ms_loader_close(L);
     ms_shard_close(first);
+    ms_allreduce_close(ar);
     ms_net_free(net);
     ms_backend_close(be);
     ms_checkpoint_free(&ck);
