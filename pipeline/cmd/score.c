@@ -876,7 +876,15 @@ static ms_status_t one_shard(score_ctx_t *sc, const run_opts_t *ro, const char *
         MS_TRY(check_shard(sc, sh, shard));
     }
     MS_TRY(source_digest(shard, out, ro->verify, &key, digest, hashed));
-    if (!ro->force && up_to_date(out, sc, digest)) {
+    int fresh = !ro->force && up_to_date(out, sc, digest);
+    if (!fresh && !*hashed) {
+        /* The cache only ever proves a shard unchanged: one about to be scored is read, so
+         * that no output records a digest it was not computed from. */
+        MS_TRY(ms_file_sha256(shard, digest));
+        *hashed = 1;
+        fresh = !ro->force && up_to_date(out, sc, digest);
+    }
+    if (fresh) {
         *what = ro->dry_run ? WOULD_SKIP : SKIPPED;
         if (*hashed && !ro->dry_run)
             cache_write(out, &key, digest);
