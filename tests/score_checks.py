@@ -206,6 +206,22 @@ with tempfile.TemporaryDirectory() as d:
     check("eval pools a shard and its remapped twin", r.returncode == 0 and j["images"] == 36,
           r.stderr)
 
+    shutil.copy("s/test.scores.h5", "s/unnamed.scores.h5")
+    with h5py.File("s/unnamed.scores.h5", "r+") as f:
+        del f.attrs["class_names"]  # as another tool might write it
+    r, j = ev("s/unnamed.scores.h5")
+    r2, j2 = ev("s/test.scores.h5")
+    check("eval of a score file without class names takes its shard's order and says so",
+          j is not None and "names no classes" in r.stderr and j["fc"] == j2["fc"], r.stderr)
+    # an output of an older run that carries other class names is not up to date
+    run(*sc, ck, "--out", "s5", "data/test.h5")
+    set_names("s5/test.scores.h5", "class_names", other)
+    r = run(*sc, ck, "--out", "s5", "data/test.h5")
+    with h5py.File("s5/test.scores.h5", "r") as f:
+        check("an output naming other classes than the checkpoint's is scored again",
+              "data/test.h5 ->" in r.stdout and strs(f.attrs["class_names"]) == classes,
+              r.stdout)
+
     # channels
     shutil.copy("data/test.h5", "chan.h5")
     set_names("chan.h5", "channel_names", ["DAPI", "Actin", "Tubulin"])
