@@ -12,6 +12,7 @@
 #include "pipeline/eval/evalio.h"
 #include "pipeline/localise/localise.h"
 #include "pipeline/eval/metrics.h"
+#include "pipeline/names.h"
 
 static void help(void)
 {
@@ -118,32 +119,6 @@ static ms_status_t find_shard(const ms_scores_t *s, const char *shard_dir, char 
                   s->path, s->source, shard_dir ? shard_dir : "", shard_dir ? "/" : "", base);
 }
 
-static int same_names(char *const *a, int na, char *const *b, int nb)
-{
-    if (na != nb)
-        return 0;
-    for (int i = 0; i < na; i++)
-        if (strcmp(a[i], b[i]))
-            return 0;
-    return 1;
-}
-
-/* "'a', 'b', 'c'" for messages, cut with "..." when it does not fit. */
-static const char *name_list(char *buf, size_t size, char *const *v, int n)
-{
-    size_t used = 0;
-    buf[0] = 0;
-    for (int i = 0; i < n; i++) {
-        int w = snprintf(buf + used, size - used, "%s'%s'", i ? ", " : "", v[i]);
-        if (w < 0 || used + (size_t)w >= size - 4) {
-            snprintf(buf + (used < size - 4 ? used : size - 4), 4, "...");
-            break;
-        }
-        used += (size_t)w;
-    }
-    return buf;
-}
-
 /* Labels are compared by name: the shard's class j is the score file's column map[j]. The
  * two lists are the same when the shard was scored as it is; with score --remap-classes the
  * shard's classes are a permutation or subset of the score file's (the checkpoint's). A score
@@ -162,15 +137,11 @@ static ms_status_t class_map(const ms_scores_t *s, const ms_shard_view_t *v, int
         return MS_OK;
     }
     for (int j = 0; j < v->K; j++) {
-        map[j] = -1;
-        for (int k = 0; k < s->K && map[j] < 0; k++)
-            if (!strcmp(v->class_names[j], s->class_names[k]))
-                map[j] = k;
-        if (map[j] < 0)
+        if ((map[j] = ms_names_index(v->class_names[j], s->class_names, s->K)) < 0)
             return MS_ERR(MS_EFORMAT, "%s: class '%s' of its shard %s (%s) is not one of its "
                           "classes (%s)", s->path, v->class_names[j], v->path,
-                          name_list(a, sizeof a, v->class_names, v->K),
-                          name_list(b, sizeof b, s->class_names, s->K));
+                          ms_names_format(a, sizeof a, v->class_names, v->K),
+                          ms_names_format(b, sizeof b, s->class_names, s->K));
     }
     return MS_OK;
 }
@@ -207,12 +178,12 @@ static ms_status_t add_file(pool_t *P, const char *path, const char *shard_dir, 
         s.class_names = NULL;
         if (!(P->first = strdup(path)))
             MS_FAIL(MS_ENOMEM, "out of memory");
-    } else if (!same_names(s.class_names, s.K, P->class_names, P->K)) {
+    } else if (!ms_names_same(s.class_names, s.K, P->class_names, P->K)) {
         char a[1024], b[1024];
         MS_FAIL(MS_EFORMAT, "%s has %d classes (%s), but %s before it has %d (%s): eval pools "
                 "only score files of one class list, in one order", path, s.K,
-                name_list(a, sizeof a, s.class_names, s.K), P->first, P->K,
-                name_list(b, sizeof b, P->class_names, P->K));
+                ms_names_format(a, sizeof a, s.class_names, s.K), P->first, P->K,
+                ms_names_format(b, sizeof b, P->class_names, P->K));
     } else if (multilabel != P->multilabel) {
         MS_FAIL(MS_EFORMAT, "%s has %s labels, unlike the files before it (%s)", shard,
                 multilabel ? "multi-label" : "single-label",

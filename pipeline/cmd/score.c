@@ -34,6 +34,7 @@
 #include "pipeline/dist/dist.h"
 #include "pipeline/dist/stop.h"
 #include "pipeline/localise/localise.h"
+#include "pipeline/names.h"
 #include "pipeline/options.h"
 #include "pipeline/progress.h"
 #if MS_HAVE_CUDA
@@ -72,6 +73,7 @@ static void help(void)
         "  --assume-channel-order  score with a checkpoint that predates channel names,\n"
         "                      taking the shard's channels to be in the training order\n"
         "  --backend NAME      auto, cpu, cuda or ref;  --threads N: CPU threads\n"
+        "  --max-image-pixels N  refuse shards of larger images (pixels per plane)\n"
         "  --set section.key=value  changes the checkpoint's config for this run, e.g.\n"
         "                      --set localise.mode=otsu, --set score.cells=false,\n"
         "                      --set score.class_masks=true (class_masks [N,K,H,W]: the\n"
@@ -109,78 +111,6 @@ static const char *sig_name(int sig)
     case SIGUSR1: return "SIGUSR1";
     default: return "a signal";
     }
-}
-
-/* ---------------------------------------------------------------- names */
-
-/* '\n'-joined names (the checkpoint's form) into n malloc'd strings; "" or NULL gives none. */
-static ms_status_t split_names(const char *joined, char ***out, int *n)
-{
-    ms_status_t st = MS_OK;
-    *out = NULL;
-    *n = 0;
-    if (!joined || !*joined)
-        return MS_OK;
-    int cap = 1;
-    for (const char *p = joined; *p; p++)
-        cap += *p == '\n';
-    MS_ALLOC(*out, cap, "names");
-    for (const char *p = joined;; (*n)++) {
-        const char *e = strchr(p, '\n');
-        size_t len = e ? (size_t)(e - p) : strlen(p);
-        if (!((*out)[*n] = strndup(p, len)))
-            MS_FAIL(MS_ENOMEM, "out of memory for names");
-        if (!e) {
-            (*n)++;
-            break;
-        }
-        p = e + 1;
-    }
-done:
-    return st;
-}
-
-static void free_names(char **v, int n)
-{
-    for (int i = 0; v && i < n; i++)
-        free(v[i]);
-    free(v);
-}
-
-/* "'a', 'b', 'c'" for messages, cut with "..." when it does not fit. */
-static const char *name_list(char *buf, size_t size, char *const *v, int n)
-{
-    size_t used = 0;
-    buf[0] = 0;
-    if (n == 0)
-        snprintf(buf, size, "none");
-    for (int i = 0; i < n; i++) {
-        int w = snprintf(buf + used, size - used, "%s'%s'", i ? ", " : "", v[i]);
-        if (w < 0 || used + (size_t)w >= size - 4) {
-            snprintf(buf + (used < size - 4 ? used : size - 4), 4, "...");
-            break;
-        }
-        used += (size_t)w;
-    }
-    return buf;
-}
-
-static int index_of(const char *name, char *const *v, int n)
-{
-    for (int i = 0; i < n; i++)
-        if (!strcmp(v[i], name))
-            return i;
-    return -1;
-}
-
-static int same_names(char *const *a, int na, char *const *b, int nb)
-{
-    if (na != nb)
-        return 0;
-    for (int i = 0; i < na; i++)
-        if (strcmp(a[i], b[i]))
-            return 0;
-    return 1;
 }
 
 /* ---------------------------------------------------------------- the run */
@@ -253,38 +183,38 @@ static ms_status_t check_names(const score_ctx_t *sc, const ms_shard_t *sh, cons
     if (!sc->channels) {
         if (C != net_C)
             MS_FAIL(MS_EFORMAT, "%s has %d channels (%s); the network of %s takes %d", path, C,
-                    name_list(a, sizeof a, ch, C), sc->ck_path, net_C);
+                    ms_names_format(a, sizeof a, ch, C), sc->ck_path, net_C);
         if (!sc->assume_order)
             MS_FAIL(MS_EFORMAT,
                     "%s predates channel names, so the channels of %s (%s) cannot be checked "
                     "against those it was trained on: pass --assume-channel-order to score "
                     "them in this order anyway",
-                    sc->ck_path, path, name_list(a, sizeof a, ch, C));
-    } else if (!same_names(ch, C, sc->channels, sc->C)) {
+                    sc->ck_path, path, ms_names_format(a, sizeof a, ch, C));
+    } else if (!ms_names_same(ch, C, sc->channels, sc->C)) {
         MS_FAIL(MS_EFORMAT,
                 "%s has %d channels (%s), but %s was trained on %d channels (%s), in that "
                 "order",
-                path, C, name_list(a, sizeof a, ch, C), sc->ck_path, sc->C,
-                name_list(b, sizeof b, sc->channels, sc->C));
+                path, C, ms_names_format(a, sizeof a, ch, C), sc->ck_path, sc->C,
+                ms_names_format(b, sizeof b, sc->channels, sc->C));
     }
-    if (K == 0 || same_names(cl, K, sc->classes, sc->K))
+    if (K == 0 || ms_names_same(cl, K, sc->classes, sc->K))
         goto done;
     if (!sc->remap)
         MS_FAIL(MS_EFORMAT,
                 "%s has %d classes (%s), but %s has %d classes (%s), in that order: pass "
                 "--remap-classes to match them by name",
-                path, K, name_list(a, sizeof a, cl, K), sc->ck_path, sc->K,
-                name_list(b, sizeof b, sc->classes, sc->K));
+                path, K, ms_names_format(a, sizeof a, cl, K), sc->ck_path, sc->K,
+                ms_names_format(b, sizeof b, sc->classes, sc->K));
     for (int k = 0; k < K; k++) {
-        if (index_of(cl[k], cl, k) >= 0)
+        if (ms_names_index(cl[k], cl, k) >= 0)
             MS_FAIL(MS_EFORMAT, "%s names class '%s' twice (%s)", path, cl[k],
-                    name_list(a, sizeof a, cl, K));
-        if (index_of(cl[k], sc->classes, sc->K) < 0)
+                    ms_names_format(a, sizeof a, cl, K));
+        if (ms_names_index(cl[k], sc->classes, sc->K) < 0)
             MS_FAIL(MS_EFORMAT,
                     "--remap-classes: class '%s' of %s (%s) is not one of the %d classes of "
                     "%s (%s)",
-                    cl[k], path, name_list(a, sizeof a, cl, K), sc->K, sc->ck_path,
-                    name_list(b, sizeof b, sc->classes, sc->K));
+                    cl[k], path, ms_names_format(a, sizeof a, cl, K), sc->K, sc->ck_path,
+                    ms_names_format(b, sizeof b, sc->classes, sc->K));
     }
 done:
     free(ch);
@@ -541,11 +471,11 @@ static int up_to_date(const char *out, const score_ctx_t *sc, const char *src_di
                ms_h5_attr_get_str(f, "config", &c) == MS_OK && !strcmp(a, sc->ck->digest) &&
                !strcmp(b, src_digest) && !strcmp(c, sc->config_text) &&
                ms_h5_attr_get_strings(f, "class_names", &n, &names) == MS_OK &&
-               same_names(names, (int)n, sc->classes, sc->K);
+               ms_names_same(names, (int)n, sc->classes, sc->K);
     free(a);
     free(b);
     free(c);
-    free_names(names, (int)n);
+    ms_names_free(names, (int)n);
     H5Fclose(f);
     ms_error_clear();
     return same;
@@ -1008,11 +938,11 @@ int ms_cmd_score(int argc, char **argv)
     if (ck.channels != spec.channels)
         MS_FAIL(MS_EFORMAT, "%s: statistics for %d channels, network of %d", ck_path,
                 ck.channels, spec.channels);
-    MS_TRY(split_names(ck.class_names, &sc.classes, &sc.K));
+    MS_TRY(ms_names_split(ck.class_names, &sc.classes, &sc.K));
     if (sc.K != spec.classes)
         MS_FAIL(MS_EFORMAT, "%s names %d classes for a network of %d", ck_path, sc.K,
                 spec.classes);
-    MS_TRY(split_names(ck.channel_names, &sc.channels, &sc.C));
+    MS_TRY(ms_names_split(ck.channel_names, &sc.channels, &sc.C));
     if (sc.channels && sc.C != spec.channels)
         MS_FAIL(MS_EFORMAT, "%s names %d channels for a network of %d", ck_path, sc.C,
                 spec.channels);
@@ -1127,8 +1057,8 @@ int ms_cmd_score(int argc, char **argv)
         fflush(stdout);
     }
 done:
-    free_names(sc.classes, sc.K);
-    free_names(sc.channels, sc.C);
+    ms_names_free(sc.classes, sc.K);
+    ms_names_free(sc.channels, sc.C);
     free(sc.config_text);
     ms_net_free(sc.net);
     ms_backend_close(be);
