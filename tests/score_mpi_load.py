@@ -218,5 +218,41 @@ with tempfile.TemporaryDirectory() as d:
     check("... the same scores as the uninterrupted run",
           c.keys() == a.keys() and all(np.array_equal(c[k], a[k]) for k in a), str(len(c)))
 
+    # SIGTERM to a rank that is done with its shards and waits for the other: it still stops
+    # the other one (rank 0's shards are up to date here, rank 1's are not)
+    os.makedirs("idle")
+    for i, s in enumerate(good):
+        if i % 2 == 0:
+            n = os.path.basename(s)[:-3] + ".scores.h5"
+            os.link(f"two/{n}", f"idle/{n}")
+    p = subprocess.Popen(MPIRUN + [MS] + sc + ["--out", "idle"] + good, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=ENV)
+    t0, rank0 = time.time(), None
+    while time.time() - t0 < 120 and p.poll() is None and rank0 is None:
+        ps = subprocess.run(["pgrep", "-f", "--", "--out idle"], capture_output=True, text=True)
+        for x in ps.stdout.split():
+            try:
+                if (open(f"/proc/{x}/cmdline", "rb").read().startswith(MS.encode()) and
+                        b"OMPI_COMM_WORLD_RANK=0" in open(f"/proc/{x}/environ", "rb").read()):
+                    rank0 = int(x)
+            except OSError:
+                pass
+        time.sleep(0.05)
+    while time.time() - t0 < 120 and p.poll() is None and not (
+            len([n for n in os.listdir("idle") if n.endswith(".scores.h5")]) >= len(good) // 2 + 2):
+        time.sleep(0.05)  # rank 0 skipped its shards, rank 1 has written two
+    if rank0:
+        os.kill(rank0, signal.SIGTERM)
+    try:
+        out, err = p.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, err = p.communicate()
+    made = len([n for n in os.listdir("idle") if n.endswith(".scores.h5")])
+    check("SIGTERM to a rank that has finished stops the other one too (exit 75)",
+          rank0 and p.returncode == 75 and "stopped by SIGTERM at rank 0" in out and
+          made < len(good) and not temporaries("idle"),
+          f"{p.returncode} {made} {out[-800:]} {err[-400:]}")
+
 print(f"{'all passed' if not failures else 'FAILED: ' + ', '.join(failures)}")
 sys.exit(1 if failures else 0)

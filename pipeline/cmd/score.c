@@ -1038,7 +1038,7 @@ int ms_cmd_score(int argc, char **argv)
         fflush(stdout);
     }
     /* every rank gets here, stopped or not: the collectives below end the run together */
-    MS_TRY(ms_dist_stop_close(&sc.stop));
+    MS_TRY(ms_dist_stop_close(&sc.stop, &stop_signal));
     MS_TRY(ms_dist_sum(&dist, tally, N_TALLY));
     if (rank0) {
         if (ro.dry_run)

@@ -4,6 +4,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "ms_build_config.h"
 
@@ -99,25 +100,39 @@ int ms_dist_stop_poll(ms_dist_stop_t *s)
     return s->got > 0;
 }
 
-ms_status_t ms_dist_stop_close(ms_dist_stop_t *s)
+ms_status_t ms_dist_stop_close(ms_dist_stop_t *s, volatile sig_atomic_t *sig)
 {
     ms_status_t st = MS_OK;
     if (!active(s) || !s->comm)
         goto done;
 #if MS_HAVE_MPI
     MPI_Comm c = *(MPI_Comm *)s->comm;
-    /* every rank that sent, sent to every other rank: count the senders, receive the rest */
+    /* 1: wait for every rank to be done, still passing a signal on; once the barrier is
+     * complete no rank sends any more */
+    MPI_Request bar;
+    MS_TRY(mpi_check(MPI_Ibarrier(c, &bar), "MPI_Ibarrier"));
+    for (int done = 0;;) {
+        MS_TRY(mpi_check(MPI_Test(&bar, &done, MPI_STATUS_IGNORE), "MPI_Test"));
+        if (done)
+            break;
+        if (sig && *sig)
+            MS_TRY(ms_dist_stop_send(s, *sig));
+        ms_dist_stop_poll(s);
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);
+    }
+    /* 2: every rank that sent, sent to every other rank: count the senders, receive the rest */
     int senders = s->sent;
     MS_TRY(mpi_check(MPI_Allreduce(MPI_IN_PLACE, &senders, 1, MPI_INT, MPI_SUM, c),
                      "MPI_Allreduce"));
     for (int left = senders - s->sent - s->got; left > 0; left--) {
-        int sig;
+        int theirs;
         MPI_Status stat;
-        MS_TRY(mpi_check(MPI_Recv(&sig, 1, MPI_INT, MPI_ANY_SOURCE, STOP_TAG, c, &stat),
+        MS_TRY(mpi_check(MPI_Recv(&theirs, 1, MPI_INT, MPI_ANY_SOURCE, STOP_TAG, c, &stat),
                          "MPI_Recv"));
         if (s->got++ == 0) {
             s->from = stat.MPI_SOURCE;
-            s->sig = sig;
+            s->sig = theirs;
         }
     }
     MS_TRY(mpi_check(MPI_Waitall(s->d->ranks, s->reqs, MPI_STATUSES_IGNORE), "MPI_Waitall"));

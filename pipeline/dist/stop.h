@@ -6,6 +6,8 @@
 #ifndef MS_DIST_STOP_H
 #define MS_DIST_STOP_H
 
+#include <signal.h>
+
 #include "pipeline/dist/dist.h"
 
 typedef struct {
@@ -23,8 +25,10 @@ ms_status_t ms_dist_stop_open(ms_dist_stop_t *s, ms_dist_t *d);
 ms_status_t ms_dist_stop_send(ms_dist_stop_t *s, int sig);
 /* 1 when another rank has asked to stop (s->from, s->sig say who and why); never blocks. */
 int ms_dist_stop_poll(ms_dist_stop_t *s);
-/* Collective, once at the end: receives the requests still in flight and completes this
- * rank's sends, so that MPI_Finalize finds nothing pending. */
-ms_status_t ms_dist_stop_close(ms_dist_stop_t *s);
+/* Collective, once at the end of this rank's work. While it waits for the other ranks to
+ * finish theirs, a signal here (*sig set by the caller's handler) is still passed on, so a
+ * rank that is done can stop the others. Then it receives the requests still in flight and
+ * completes this rank's sends, so that MPI_Finalize finds nothing pending. */
+ms_status_t ms_dist_stop_close(ms_dist_stop_t *s, volatile sig_atomic_t *sig);
 
 #endif
