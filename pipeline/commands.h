@@ -11,6 +11,8 @@ int ms_cmd_eval(int argc, char **argv);
 int ms_cmd_render(int argc, char **argv);
 int ms_cmd_synth(int argc, char **argv);
 int ms_cmd_ingest(int argc, char **argv);
+int ms_cmd_info(int argc, char **argv);
+int ms_cmd_plot(int argc, char **argv);
 
 /* bench sections, one file each */
 int ms_bench_cpu(int argc, char **argv);

@@ -21,6 +21,8 @@ static const command_t commands[] = {
     {"render", "a PNG of one scored image: class map, mask outline, probabilities", ms_cmd_render},
     {"ingest", "build a shard from TIFFs (CSV manifest or BBBC021 tables)", ms_cmd_ingest},
     {"synth", "write a synthetic plate data set (cells, masks, per-cell labels)", ms_cmd_synth},
+    {"info", "describe a shard, score output or checkpoint (--json for scripts)", ms_cmd_info},
+    {"plot", "a PNG of a run's training curves: loss and accuracy per epoch", ms_cmd_plot},
 };
 
 static void usage(FILE *f)
@@ -31,7 +33,7 @@ static void usage(FILE *f)
                "learning CNN (Kraus, Ba & Frey 2016).\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
         fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].summary);
-    fprintf(f, "\n'milscreen <command> --help' describes a command.\n"
+    fprintf(f, "\n'milscreen <command> --help' (or -h) describes a command.\n"
                "Backends in this build: ref%s%s. MPI: %s.\n",
             MS_HAVE_DNNL ? ", cpu (oneDNN)" : "", MS_HAVE_CUDA ? ", cuda" : "",
             MS_HAVE_MPI ? "yes" : "no");
@@ -51,6 +53,10 @@ int main(int argc, char **argv)
         printf("milscreen %s\n", MS_VERSION);
         return 0;
     }
+    /* -h is --help on every command: the commands parse long options only */
+    for (int i = 2; i < argc && strcmp(argv[i], "--"); i++)
+        if (!strcmp(argv[i], "-h"))
+            argv[i] = (char *)"--help";
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
         if (!strcmp(argv[1], commands[i].name))
             return commands[i].run(argc - 1, argv + 1);

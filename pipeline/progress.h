@@ -45,6 +45,10 @@ void ms_progress_start(ms_progress_t *p, ms_progress_mode_t mode, FILE *log, lon
  * is the backend's share of the interval's training steps (p->time). */
 void ms_progress_step(ms_progress_t *p, long step, long epoch, double loss, long images,
                       int force);
+/* Every log line carries "time" (wall clock, ISO 8601 UTC) and "elapsed_s" (seconds since
+ * ms_progress_start); ms_progress_start logs a "start" event (the step it starts from). */
+/* A line of the log only (json_fields: the object's fields without braces). */
+void ms_progress_log(ms_progress_t *p, const char *json_fields);
 /* A free-form line (validation results...), printed between progress lines and logged. */
 void ms_progress_note(ms_progress_t *p, const char *json_fields, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

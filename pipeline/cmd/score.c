@@ -43,7 +43,9 @@ static void help(void)
            "class's map alone (K more guided backward passes per image).\n"
            "A shard that cannot be scored is reported and the others are still scored; the exit\n"
            "status is then 1. Under MPI (srun --mpi=pmix, mpirun) shard i goes to rank\n"
-           "i mod ranks, and each rank writes its own outputs.\n",
+           "i mod ranks, and each rank writes its own outputs.\n"
+           "--print-config prints the checkpoint's config with the --set changes and every\n"
+           "default filled in, and exits (no --out or shards needed).\n",
            64, 64);
 }
 
@@ -332,7 +334,7 @@ static ms_status_t lbp_cuda(void *be, uint8_t *out, const float *unary, int H, i
 int ms_cmd_score(int argc, char **argv)
 {
     ms_cli_t cli = {.cmd = "score"};
-    static const struct option opts[] = {MS_CLI_COMMON_OPTIONS,
+    static const struct option opts[] = {MS_CLI_COMMON_OPTIONS, MS_CLI_PRINT_CONFIG_OPTION,
                                          {"checkpoint", required_argument, 0, 'c'},
                                          {"out", required_argument, 0, 'o'},
                                          {"force", no_argument, 0, 'f'},
@@ -361,9 +363,9 @@ int ms_cmd_score(int argc, char **argv)
         default: return ms_cli_usage_error("score", "unknown option");
         }
     }
-    if (!ck_path || !out_dir)
+    if (!ck_path || (!out_dir && !cli.print_config))
         return ms_cli_usage_error("score", "--checkpoint CK and --out DIR are required");
-    if (optind >= argc)
+    if (optind >= argc && !cli.print_config)
         return ms_cli_usage_error("score", "no shards to score");
     if (cli.config_path)
         return ms_cli_usage_error("score", "the config comes from the checkpoint; use --set");
@@ -382,9 +384,16 @@ int ms_cmd_score(int argc, char **argv)
     MS_TRY(ms_config_parse(&cfg, ck.config, ck_path));
     for (int i = 0; i < cli.nsets; i++)
         MS_TRY(ms_config_set(cfg, cli.sets[i]));
+    if (cli.print_config)
+        ms_config_record_defaults(cfg);
     MS_TRY(ms_spec_from_config(&spec, cfg));
     MS_TRY(ms_options_read(cfg, &o));
     MS_TRY(ms_config_check_used(cfg));
+    if (cli.print_config) {
+        if (dist.rank == 0)
+            MS_TRY(ms_cli_print_config(&cli, cfg, ck_path));
+        goto done;
+    }
     MS_TRY(ms_config_text(cfg, &sc.config_text));
     if (ck.channels != spec.channels)
         MS_FAIL(MS_EFORMAT, "%s: statistics for %d channels, network of %d", ck_path,
