@@ -97,14 +97,17 @@ static ms_status_t panel_layout(const ms_plot_panel_t *pn, int scale, layout_t *
         L->ymax = pn->ymax;
         L->ystep = ms_plot_tick_step(L->ymax - L->ymin, 5);
     } else {
-        double lo = y0 < 0 ? y0 : 0, hi = y1 > lo ? y1 : lo + 1;
+        /* the data's range out to round values, with room for the markers at both ends (a
+         * loss that falls from 0.9 to 0.3 fills the panel instead of its top third) */
+        double lo = y0, hi = y1 > y0 ? y1 : y0 + (y0 ? fabs(y0) * 0.1 : 1);
         L->ystep = ms_plot_tick_step(hi - lo, 5);
-        lo = floor(lo / L->ystep) * L->ystep;
-        hi = ceil(hi / L->ystep) * L->ystep;
-        if (hi - y1 < 0.04 * (hi - lo)) /* room above the highest marker */
-            hi += 0.05 * (hi - lo);
-        L->ymin = lo;
-        L->ymax = hi;
+        double rlo = floor(lo / L->ystep) * L->ystep, rhi = ceil(hi / L->ystep) * L->ystep;
+        if (lo - rlo < 0.03 * (rhi - rlo))
+            rlo -= 0.05 * (rhi - rlo);
+        if (rhi - hi < 0.03 * (rhi - rlo))
+            rhi += 0.05 * (rhi - rlo);
+        L->ymin = rlo;
+        L->ymax = rhi;
     }
     int wmax = 0;
     char t[32];
@@ -140,7 +143,7 @@ ms_status_t ms_plot_draw(ms_canvas_t *canvas, const ms_plot_t *p, ms_plot_frame_
     }
     /* rows from the top: title, subtitle, panel title; the area; tick labels, x label,
      * one legend row per series */
-    const int top = margin + row * (p->subtitle ? 2 : 1) + row;
+    const int top = margin + row * (p->subtitle ? 2 : 1) + row + 2 * s;
     const int height = top + H + 3 * s + row * (2 + maxseries) + margin;
     MS_TRY(ms_canvas_init(canvas, width, height));
     memset(canvas->rgb, 255, (size_t)width * height * 3);

@@ -26,8 +26,7 @@ typedef struct {
 typedef struct {
     const char *title;     /* above the panel, e.g. "loss" */
     const char *xlabel;    /* under the x axis */
-    double ymin, ymax;     /* the y range; ymin >= ymax: 0 (or the data's minimum when it is
-                              negative) to a round value above the data's maximum */
+    double ymin, ymax;     /* the y range; ymin >= ymax: the data's, out to round values */
     ms_plot_series_t series[MS_PLOT_MAX_SERIES];
     int nseries;
     const double *marks;   /* (nmarks) x of dashed vertical lines, labelled mark_label */
