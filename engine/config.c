@@ -403,12 +403,11 @@ ms_status_t ms_config_real(ms_config_t *c, const char *sec, const char *key, dou
 {
     const char *v = lookup(c, sec, key);
     if (!v) {
-        if (c->record_defaults) { /* the shortest text that reads back as def */
+        if (c->record_defaults) { /* 15 digits read back exactly for decimal defaults */
             char b[32];
-            int prec = 1;
-            do
-                snprintf(b, sizeof b, "%.*g", prec, def);
-            while (strtod(b, NULL) != def && ++prec <= 17);
+            snprintf(b, sizeof b, "%.15g", def);
+            if (strtod(b, NULL) != def)
+                snprintf(b, sizeof b, "%.17g", def);
             remember(c, sec, key, "%s", b);
         }
         *out = def;
