@@ -309,6 +309,13 @@ def main():
         fr = frames(r.stdout)
         check("plot writes curves.png in the run folder with a loss and an accuracy panel",
               os.path.exists("a/curves.png") and set(fr) == {"loss", "accuracy"}, r.stdout)
+        r = run("plot", "a", rc=2)
+        check("the default output is never replaced", "--out a/curves.png" in r.stderr,
+              r.stderr.strip())
+        before = os.stat("a/curves.png").st_ino
+        run("plot", "a", "--out", "a/curves.png")
+        check("named, it is replaced (a new file renamed over it)",
+              os.stat("a/curves.png").st_ino != before)
         px = png_pixels("a/curves.png")
         xmin, xmax, x0, x1, yt, yb, y0, y1 = fr["loss"]
         col = int(round(x0 + (4 - xmin) / (xmax - xmin) * (x1 - x0)))

@@ -22,8 +22,8 @@ static void help(void)
            "batches as trained (dropout and augmentation on, before each update); validation\n"
            "is the whole [data] val after the epoch. A dashed grey line marks where the run\n"
            "was resumed. RUN is a run folder (its log.jsonl is read) or a log.jsonl file.\n\n"
-           "  --out FILE.png  where to write (default: curves.png in the run folder, replaced\n"
-           "                  each time)\n"
+           "  --out FILE.png  where to write, replacing FILE.png (default: curves.png in the\n"
+           "                  run folder, which is never replaced: name it to replace it)\n"
            "  --title TEXT    the figure's title (default: the run folder)\n");
 }
 
@@ -288,6 +288,9 @@ int ms_cmd_plot(int argc, char **argv)
                  log);
         out = outbuf;
     }
+    /* the default name is no output the user named: never replace a file there */
+    if (out == outbuf && stat(out, &sb) == 0)
+        MS_FAIL(MS_EARG, "%s exists; to replace it name it: --out %s", out, out);
     MS_TRY(read_log(log, &c));
     if (c.bad)
         fprintf(stderr, "milscreen plot: warning: %s: %ld of %ld lines are not log events and "
