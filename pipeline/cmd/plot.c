@@ -222,7 +222,8 @@ static ms_status_t read_log(const char *path, curves_t *c)
     }
     if (ferror(f))
         MS_FAIL(MS_EIO, "%s: read error", path);
-    qsort(c->e, (size_t)c->n, sizeof *c->e, by_epoch);
+    if (c->n)
+        qsort(c->e, (size_t)c->n, sizeof *c->e, by_epoch);
 done:
     free(line);
     fclose(f);
