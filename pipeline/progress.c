@@ -67,6 +67,7 @@ void ms_progress_start(ms_progress_t *p, ms_progress_mode_t mode, FILE *log, lon
     p->log = log;
     p->t0 = p->last = ms_now();
     p->start_step = start_step;
+    p->last_step = start_step;
     p->total = total;
     p->interval = mode == MS_PROGRESS_BAR ? 0.5 : 10.0;
     const char *iv = getenv("MS_PROGRESS_INTERVAL");
@@ -105,6 +106,13 @@ void ms_progress_step(ms_progress_t *p, long step, long epoch, double loss, long
                    (a->checkpoint - b->checkpoint);
     double busy = steps > 0 ? (a->engine - b->engine) / steps : 0;
     double wait = steps > 0 ? (a->loader - b->loader) / steps : 0;
+    if (step == p->last_step && p->last_step > p->start_step) {
+        busy = p->last_busy; /* no training step in this interval (the end-of-epoch line) */
+        wait = p->last_wait;
+    }
+    p->last_step = step;
+    p->last_busy = busy;
+    p->last_wait = wait;
     p->time_last = p->time;
     p->last = now;
     double el = now - p->t0;

@@ -35,6 +35,8 @@ typedef struct {
     int bar_open;
     ms_timing_t time;        /* the caller adds into this */
     ms_timing_t time_last;   /* at the last line: the next line's shares are of the interval */
+    long last_step;          /* step of the last line, and its shares: a forced line with no */
+    double last_busy, last_wait; /* step since then repeats them rather than showing 0 */
 } ms_progress_t;
 
 /* mode_name: "auto" (bar on a terminal outside Slurm, lines otherwise), "lines" or "bar". */
