@@ -4,13 +4,14 @@
 #include <errno.h>
 #include <ini.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 typedef struct {
     char *sec, *key, *val;
-    int line; /* 0 for --set */
+    int line; /* 0 for --set, -1 for a default recorded by ms_config_record_defaults */
     int used;
 } entry_t;
 
@@ -30,6 +31,7 @@ struct ms_config {
     FILE *fp;
     const char *text;
     ms_status_t st;
+    int record_defaults; /* getters add the defaults they return as entries (line -1) */
 };
 
 static char *dup(const char *s)
@@ -328,6 +330,8 @@ const char *ms_config_where(const ms_config_t *c, const char *sec, const char *k
             snprintf(buf, sizeof buf, "--set %s.%s", sec, key);
             return buf;
         }
+        if (i >= 0 && c->e[i].line < 0)
+            return "default";
         if (i >= 0)
             line = c->e[i].line;
     } else {
@@ -351,11 +355,33 @@ static const char *lookup(ms_config_t *c, const char *sec, const char *key)
     return c->e[i].val;
 }
 
+/* With ms_config_record_defaults: a getter that returned its default adds it as an entry,
+ * so that the config text shows every key that was read. Out of memory only loses the line. */
+static void remember(ms_config_t *c, const char *sec, const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void remember(ms_config_t *c, const char *sec, const char *key, const char *fmt, ...)
+{
+    if (!c->record_defaults || find(c, sec, key) >= 0)
+        return;
+    char val[64];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(val, sizeof val, fmt, ap);
+    va_end(ap);
+    if (add_entry(c, sec, key, val, -1) == MS_OK)
+        c->e[c->n - 1].used = 1;
+    else
+        ms_error_clear();
+}
+
+void ms_config_record_defaults(ms_config_t *c) { c->record_defaults = 1; }
+
 ms_status_t ms_config_int(ms_config_t *c, const char *sec, const char *key, long def, long lo,
                           long hi, long *out)
 {
     const char *v = lookup(c, sec, key);
     if (!v) {
+        remember(c, sec, key, "%ld", def);
         *out = def;
         return MS_OK;
     }
@@ -377,6 +403,13 @@ ms_status_t ms_config_real(ms_config_t *c, const char *sec, const char *key, dou
 {
     const char *v = lookup(c, sec, key);
     if (!v) {
+        if (c->record_defaults) { /* 15 digits read back exactly for decimal defaults */
+            char b[32];
+            snprintf(b, sizeof b, "%.15g", def);
+            if (strtod(b, NULL) != def)
+                snprintf(b, sizeof b, "%.17g", def);
+            remember(c, sec, key, "%s", b);
+        }
         *out = def;
         return MS_OK;
     }
@@ -398,6 +431,7 @@ ms_status_t ms_config_bool(ms_config_t *c, const char *sec, const char *key, int
     static const char *const names[] = {"false", "true", "no", "yes", "0", "1", "off", "on", NULL};
     const char *v = lookup(c, sec, key);
     if (!v) {
+        remember(c, sec, key, "%s", def ? "true" : "false");
         *out = def;
         return MS_OK;
     }
@@ -414,6 +448,8 @@ ms_status_t ms_config_str(ms_config_t *c, const char *sec, const char *key, cons
                           const char **out)
 {
     const char *v = lookup(c, sec, key);
+    if (!v && def)
+        remember(c, sec, key, "%s", def);
     *out = v ? v : def;
     return MS_OK;
 }
@@ -422,8 +458,10 @@ ms_status_t ms_config_choice(ms_config_t *c, const char *sec, const char *key, c
                              const char *const *names, int *out)
 {
     const char *v = lookup(c, sec, key);
-    if (!v)
+    if (!v) {
+        remember(c, sec, key, "%s", def);
         v = def;
+    }
     for (int i = 0; names[i]; i++)
         if (!strcmp(v, names[i])) {
             *out = i;

@@ -18,7 +18,8 @@ void ms_config_free(ms_config_t *cfg);
 int ms_config_nsections(const ms_config_t *cfg);
 const char *ms_config_section(const ms_config_t *cfg, int i);
 int ms_config_has(const ms_config_t *cfg, const char *sec, const char *key);
-/* "file:line" of an entry, or of the section header when key is NULL. */
+/* "file:line" of an entry ("--set sec.key" for one from the command line, "default" for one
+ * recorded by ms_config_record_defaults), or of the section header when key is NULL. */
 const char *ms_config_where(const ms_config_t *cfg, const char *sec, const char *key);
 
 /* Getters: a missing key yields def; a present one must parse fully and lie in [lo, hi]. */
@@ -36,6 +37,10 @@ ms_status_t ms_config_choice(ms_config_t *cfg, const char *sec, const char *key,
 ms_status_t ms_config_check_used(const ms_config_t *cfg);
 /* Marks a whole section as consumed by someone else (e.g. a command that ignores it). */
 void ms_config_mark_section(ms_config_t *cfg, const char *sec);
+
+/* From now on every getter that returns its default also records it as an entry (used, with
+ * ms_config_where "default"), so that ms_config_text lists every key read: --print-config. */
+void ms_config_record_defaults(ms_config_t *cfg);
 
 /* The effective configuration as INI text (malloc'd), for checkpoints and run logs. */
 ms_status_t ms_config_text(const ms_config_t *cfg, char **text);

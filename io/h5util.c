@@ -572,3 +572,22 @@ ms_status_t ms_h5_attr_get_double(hid_t loc, const char *name, double *out)
 {
     return attr_get_num(loc, name, H5T_NATIVE_DOUBLE, out);
 }
+
+ms_status_t ms_h5_attr_get_doubles(hid_t loc, const char *name, size_t n, double *out)
+{
+    ms_status_t st = MS_OK;
+    hid_t a = H5I_INVALID_HID, t = H5I_INVALID_HID, sp = H5I_INVALID_HID;
+    size_t np = 0;
+    MS_TRY(attr_open(loc, name, &a, &t, &sp, &np));
+    H5T_class_t c = H5Tget_class(t);
+    if (np != n || (c != H5T_INTEGER && c != H5T_FLOAT))
+        MS_FAIL(MS_EFORMAT, "attribute %s holds %zu values%s; expected %zu numbers",
+                ms_h5_where(loc, name), np,
+                c == H5T_INTEGER || c == H5T_FLOAT ? "" : ", not numbers", n);
+    if (H5Aread(a, H5T_NATIVE_DOUBLE, out) < 0)
+        MS_FAIL(MS_EFORMAT, "cannot read attribute %s: %s", ms_h5_where(loc, name),
+                h5_reason());
+done:
+    attr_close(a, t, sp);
+    return st;
+}

@@ -75,5 +75,7 @@ ms_status_t ms_h5_attr_get_str(hid_t loc, const char *name, char **out); /* mall
 ms_status_t ms_h5_attr_get_strings(hid_t loc, const char *name, size_t *n, char ***out);
 ms_status_t ms_h5_attr_get_int(hid_t loc, const char *name, long long *out);
 ms_status_t ms_h5_attr_get_double(hid_t loc, const char *name, double *out);
+/* A numeric attribute of exactly n values (any shape), as doubles: e.g. pixel_size_um. */
+ms_status_t ms_h5_attr_get_doubles(hid_t loc, const char *name, size_t n, double *out);
 
 #endif

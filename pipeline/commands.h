@@ -4,6 +4,8 @@
 #define MS_COMMANDS_H
 
 int ms_cmd_model(int argc, char **argv);
+int ms_cmd_info(int argc, char **argv);
+int ms_cmd_plot(int argc, char **argv);
 int ms_cmd_train(int argc, char **argv);
 int ms_cmd_score(int argc, char **argv);
 int ms_cmd_bench(int argc, char **argv);

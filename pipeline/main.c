@@ -13,7 +13,9 @@ typedef struct {
 
 static const command_t commands[] = {
     {"model", "print the network of a config: layers, shapes, parameters, cost", ms_cmd_model},
+    {"info", "describe a shard, score output or checkpoint (--json for scripts)", ms_cmd_info},
     {"train", "train a network on plate shards (checkpoints, --resume)", ms_cmd_train},
+    {"plot", "a PNG of a run's training curves: loss and accuracy per epoch", ms_cmd_plot},
     {"score", "predict, map and mask every image of plate shards with a checkpoint", ms_cmd_score},
     {"bench", "measure speed (--cpu, --gpu, --io), optionally against PyTorch", ms_cmd_bench},
     {"eval", "accuracy, mAP, treatment and per-cell accuracy, mask IoU of score outputs",
@@ -38,6 +40,16 @@ static void usage(FILE *f)
             MS_HAVE_MPI ? "yes" : "no");
 }
 
+/* -h is --help on every command (the commands parse long options only): argv with each
+ * "-h" before any "--" made "--help". */
+static char **short_help(int argc, char **argv)
+{
+    for (int i = 1; i < argc && strcmp(argv[i], "--"); i++)
+        if (!strcmp(argv[i], "-h"))
+            argv[i] = (char *)"--help";
+    return argv;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -54,7 +66,7 @@ int main(int argc, char **argv)
     }
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
         if (!strcmp(argv[1], commands[i].name))
-            return commands[i].run(argc - 1, argv + 1);
+            return commands[i].run(argc - 1, short_help(argc - 1, argv + 1));
     fprintf(stderr, "milscreen: unknown command '%s'\n\n", argv[1]);
     usage(stderr);
     return 2;

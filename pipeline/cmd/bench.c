@@ -2,6 +2,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "engine/spec.h"
+#include "ms_build_config.h"
 #include "pipeline/cli.h"
 #include "pipeline/commands.h"
 
@@ -20,12 +22,49 @@ static void help(void)
            "                this machine, one rank or several (mpirun -np 2 milscreen bench\n"
            "                --scaling)\n"
            "  --vs-pytorch  also run tools/bench-pytorch in the same invocation; print ratios\n"
-           "'milscreen bench --cpu --help' lists the section's own options (--gpu, --io and\n"
-           "--scaling too).\n");
+           "  --print-config  print the network config the sections read (--config, default
+"
+           "                configs/paper.ini, with --set), every default filled in, and exit
+"
+           "'milscreen bench --cpu --help' lists the section's own options (--gpu, --io and
+"
+           "--scaling too).
+");
+}
+
+/* --print-config for every section: they read only the network ([net] and the layers) from
+ * --config (default configs/paper.ini) and --set; the sections' own options are ignored. */
+static int print_config(int argc, char **argv)
+{
+    static const struct option opts[] = {MS_CLI_COMMON_OPTIONS, MS_CLI_PRINT_CONFIG_OPTION,
+                                         {0, 0, 0, 0}};
+    ms_cli_t cli = {.cmd = "bench"};
+    int opt;
+    optind = 1;
+    opterr = 0;
+    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1)
+        if (ms_cli_common(&cli, opt, optarg) < 0)
+            return 2;
+    opterr = 1;
+    if (!cli.config_path)
+        cli.config_path = MS_SOURCE_DIR "/configs/paper.ini";
+    ms_status_t st = MS_OK;
+    ms_config_t *cfg = NULL;
+    ms_spec_t spec = {0};
+    MS_TRY(ms_cli_config(&cli, &cfg));
+    MS_TRY(ms_spec_from_config(&spec, cfg));
+    MS_TRY(ms_cli_print_config(&cli, cfg, cli.config_path));
+done:
+    ms_spec_free(&spec);
+    ms_config_free(cfg);
+    return st ? ms_cli_fail("bench", st) : 0;
 }
 
 int ms_cmd_bench(int argc, char **argv)
 {
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--print-config"))
+            return print_config(argc, argv);
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--cpu"))
             return ms_bench_cpu(argc, argv);

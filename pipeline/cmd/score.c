@@ -93,7 +93,9 @@ static void help(void)
         "image (every rank under MPI): its temporary file is removed, finished outputs are kept,\n"
         "and the exit status is 75; running the same command again scores the rest.\n"
         "Under MPI (srun --mpi=pmix, mpirun) shard i goes to rank i mod ranks, and each rank\n"
-        "writes its own outputs.\n",
+        "writes its own outputs.\n"
+        "--print-config prints the checkpoint's config with the --set changes and every\n"
+        "default filled in, and exits (no --out or shards needed).\n",
         64, 64);
 }
 
@@ -848,7 +850,7 @@ int ms_cmd_score(int argc, char **argv)
     ms_cli_t cli = {.cmd = "score"};
     enum { O_CK = MS_OPT_FIRST_FREE, O_OUT, O_FORCE, O_BACKEND, O_THREADS, O_DRY, O_VERIFY,
            O_REMAP, O_ASSUME };
-    static const struct option opts[] = {MS_CLI_COMMON_OPTIONS,
+    static const struct option opts[] = {MS_CLI_COMMON_OPTIONS, MS_CLI_PRINT_CONFIG_OPTION,
                                          {"checkpoint", required_argument, 0, O_CK},
                                          {"out", required_argument, 0, O_OUT},
                                          {"force", no_argument, 0, O_FORCE},
@@ -886,9 +888,9 @@ int ms_cmd_score(int argc, char **argv)
         default: return ms_cli_usage_error("score", "unknown option");
         }
     }
-    if (!ck_arg || !ro.out_dir)
+    if (!ck_arg || (!ro.out_dir && !cli.print_config))
         return ms_cli_usage_error("score", "--checkpoint CK and --out DIR are required");
-    if (optind >= argc)
+    if (optind >= argc && !cli.print_config)
         return ms_cli_usage_error("score", "no shards to score");
     if (cli.config_path)
         return ms_cli_usage_error("score", "the config comes from the checkpoint; use --set");
@@ -931,9 +933,16 @@ int ms_cmd_score(int argc, char **argv)
     MS_TRY(ms_config_parse(&cfg, ck.config, ck_path));
     for (int i = 0; i < cli.nsets; i++)
         MS_TRY(ms_config_set(cfg, cli.sets[i]));
+    if (cli.print_config)
+        ms_config_record_defaults(cfg);
     MS_TRY(ms_spec_from_config(&spec, cfg));
     MS_TRY(ms_options_read(cfg, &o));
     MS_TRY(ms_config_check_used(cfg));
+    if (cli.print_config) {
+        if (rank0)
+            MS_TRY(ms_cli_print_config(&cli, cfg, ck_path));
+        goto done;
+    }
     MS_TRY(ms_config_text(cfg, &sc.config_text));
     if (ck.channels != spec.channels)
         MS_FAIL(MS_EFORMAT, "%s: statistics for %d channels, network of %d", ck_path,

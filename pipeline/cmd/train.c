@@ -37,7 +37,10 @@ static void help(void)
         "ckpt-<step>.h5 every [train] checkpoint_every steps and at the end, the last\n"
         "[train] keep kept, written atomically; log.jsonl has one JSON line per interval.\n"
         "--resume continues from the newest checkpoint of the run folder, bit for bit on the\n"
-        "same machine. SIGUSR1, SIGTERM or Ctrl-C write a checkpoint and stop.\n\n"
+        "same machine. SIGUSR1, SIGTERM or Ctrl-C write a checkpoint and stop.\n"
+        "log.jsonl also has one \"epoch\" line per epoch (training and validation loss and\n"
+        "accuracy, learning rate, time): 'milscreen plot RUN' draws them.\n"
+        "--print-config prints the config as read, every default filled in, and exits.\n\n"
         "[train] keys: batch (16), lr (0.001), lr_drop_epoch (0 = never) and lr_drop (0.1): the\n"
         "  rate is lr * lr_drop from that epoch on, beta1, beta2, eps, crop (0 = whole image),\n"
         "  epochs, seed, augment (true), checkpoint_every (0 = each epoch), keep (3),\n"
@@ -54,18 +57,43 @@ static int split_paths(char *s, const char **out, int max)
     return n;
 }
 
-/* Accuracy of the MIL output and the head over the labelled images of the shards, each
- * rank scoring its part. */
+/* Images whose arg-max class is a true class, for the MIL output and the head, over the n
+ * rows of P and Y (n, K) against targets t (n, K); a network without a head counts none. */
+static void count_right(const float *P, const float *Y, const float *t, int n, int K,
+                        int has_head, double *right_mil, double *right_fc)
+{
+    for (int i = 0; i < n; i++) {
+        const float *p = P + (size_t)i * K, *y = Y + (size_t)i * K, *ti = t + (size_t)i * K;
+        int am = 0, af = 0;
+        for (int k = 1; k < K; k++) {
+            am = p[k] > p[am] ? k : am;
+            af = y[k] > y[af] ? k : af;
+        }
+        *right_mil += ti[am] > 0.5f;
+        *right_fc += has_head && ti[af] > 0.5f;
+    }
+}
+
+/* What one pass over labelled images gives: the mean loss (eq. 2, as in training) and the
+ * accuracy of the MIL output and of the head (-1: the network has none), over count images
+ * of all ranks. */
+typedef struct {
+    double loss, acc_mil, acc_fc;
+    long count;
+} pass_stats_t;
+
+/* Validation: every labelled image of the shards, whole, without dropout, each rank scoring
+ * its part; sums over the ranks. */
 static ms_status_t validate(ms_dist_t *dist, ms_net_t *net, const char *const *paths,
                             int npaths, const float *mean, const float *std, int threads,
-                            double *acc_mil, double *acc_fc, long *count)
+                            pass_stats_t *out)
 {
     ms_status_t st = MS_OK;
     ms_loader_t *L = NULL;
     const ms_spec_t *spec = ms_net_spec(net);
-    int K = spec->classes;
-    float *P = NULL, *Y = NULL;
-    long right_mil = 0, right_fc = 0, n = 0;
+    int K = spec->classes, has_head = spec->fc >= 0;
+    float *P = NULL, *Y = NULL; /* (1, K) */
+    double sums[4] = {0}; /* right MIL, right head, images, loss summed over images */
     ms_loader_opts_t o = {.paths = paths, .npaths = npaths, .batch = 1, .rank = dist->rank,
                           .ranks = dist->ranks, .threads = threads, .mean = mean, .std = std,
                           .labelled_only = 1};
@@ -75,28 +103,25 @@ static ms_status_t validate(ms_dist_t *dist, ms_net_t *net, const char *const *p
     MS_ALLOC(Y, K, "validation outputs");
     for (;;) {
         ms_batch_t b;
+        double loss = 0;
         MS_TRY(ms_loader_next(L, &b));
         if (b.n == 0)
             break;
         MS_TRY(ms_net_plan(net, 1, b.h, b.w, 0));
         MS_TRY(ms_net_forward(net, b.x, NULL));
+        MS_TRY(ms_net_loss(net, b.t, &loss));
         MS_TRY(ms_net_output(net, MS_OUT_MIL, P));
-        int am = 0, af = 0;
-        if (spec->fc >= 0)
+        if (has_head)
             MS_TRY(ms_net_output(net, MS_OUT_FC, Y));
-        for (int k = 1; k < K; k++) {
-            am = P[k] > P[am] ? k : am;
-            af = Y[k] > Y[af] ? k : af;
-        }
-        right_mil += b.t[am] > 0.5f;
-        right_fc += b.t[af] > 0.5f;
-        n++;
+        count_right(P, Y, b.t, 1, K, has_head, &sums[0], &sums[1]);
+        sums[2]++;
+        sums[3] += loss;
     }
-    double sums[3] = {(double)right_mil, (double)right_fc, (double)n};
-    MS_TRY(ms_dist_sum(dist, sums, 3));
-    *acc_mil = sums[2] ? sums[0] / sums[2] : 0;
-    *acc_fc = sums[2] ? sums[1] / sums[2] : 0;
-    *count = (long)sums[2];
+    MS_TRY(ms_dist_sum(dist, sums, 4));
+    out->count = (long)sums[2];
+    out->acc_mil = sums[2] ? sums[0] / sums[2] : 0;
+    out->acc_fc = !has_head ? -1 : sums[2] ? sums[1] / sums[2] : 0;
+    out->loss = sums[2] ? sums[3] / sums[2] : 0;
 done:
     free(P);
     free(Y);
@@ -104,10 +129,54 @@ done:
     return st;
 }
 
+/* A JSON number, or null for a negative accuracy (no head) or no images. */
+static const char *json_num(char *buf, size_t n, double v, int ok)
+{
+    if (ok && v >= 0)
+        snprintf(buf, n, "%.8g", v);
+    else
+        snprintf(buf, n, "null");
+    return buf;
+}
+
+/* The per-epoch line of log.jsonl and the console: training loss and accuracy (over the
+ * batches this process trained in the epoch, outputs before each step's update, dropout and
+ * augmentation on), validation loss and accuracy, learning rate, the epoch's wall time. */
+static void log_epoch(ms_progress_t *prog, long epoch, long epochs, long step, double lr,
+                      const pass_stats_t *tr, long batches, const pass_stats_t *va,
+                      double seconds)
+{
+    char js[1024], a[8][32];
+    int v = va != NULL;
+    snprintf(js, sizeof js,
+             "\"event\": \"epoch\", \"epoch\": %ld, \"step\": %ld, \"lr\": %.8g, "
+             "\"train_loss\": %s, \"train_accuracy_mil\": %s, \"train_accuracy_head\": %s, "
+             "\"train_images\": %ld, \"train_batches\": %ld, \"val_loss\": %s, "
+             "\"val_accuracy_mil\": %s, \"val_accuracy_head\": %s, \"val_images\": %ld, "
+             "\"epoch_s\": %.3f",
+             epoch, step, lr, json_num(a[0], 32, tr->loss, tr->count > 0),
+             json_num(a[1], 32, tr->acc_mil, tr->count > 0),
+             json_num(a[2], 32, tr->acc_fc, tr->count > 0), tr->count, batches,
+             json_num(a[3], 32, v ? va->loss : 0, v && va->count > 0),
+             json_num(a[4], 32, v ? va->acc_mil : 0, v && va->count > 0),
+             json_num(a[5], 32, v ? va->acc_fc : 0, v && va->count > 0), v ? va->count : 0,
+             seconds);
+    char head_tr[32] = "", head_va[32] = "", val[160] = "";
+    if (tr->acc_fc >= 0)
+        snprintf(head_tr, sizeof head_tr, ", head %.4f", tr->acc_fc);
+    if (v && va->acc_fc >= 0)
+        snprintf(head_va, sizeof head_va, ", head %.4f", va->acc_fc);
+    if (v)
+        snprintf(val, sizeof val, " | validation loss %.5f, accuracy MIL %.4f%s (%ld images)",
+                 va->loss, va->acc_mil, head_va, va->count);
+    ms_progress_note(prog, js, "epoch %ld/%ld: train loss %.5f, accuracy MIL %.4f%s%s | lr %g "
+                     "| %.1f s", epoch, epochs, tr->loss, tr->acc_mil, head_tr, val, lr, seconds);
+}
+
 int ms_cmd_train(int argc, char **argv)
 {
     ms_cli_t cli = {.cmd = "train"};
-    static const struct option opts[] = {MS_CLI_COMMON_OPTIONS,
+    static const struct option opts[] = {MS_CLI_COMMON_OPTIONS, MS_CLI_PRINT_CONFIG_OPTION,
                                          {"resume", no_argument, 0, 'r'},
                                          {"run", required_argument, 0, 'o'},
                                          {"backend", required_argument, 0, 'b'},
@@ -157,6 +226,7 @@ int ms_cmd_train(int argc, char **argv)
     ms_ckpt_t ck = {0};
     char *cfg_text = NULL, *train_list = NULL, *val_list = NULL, *names = NULL;
     char *channel_names = NULL;
+    float *out_mil = NULL, *out_fc = NULL; /* (batch, K) this step's outputs, for accuracy */
     const char *train_paths[1024], *val_paths[1024];
     int ntrain = 0, nval = 0;
     FILE *log = NULL;
@@ -175,6 +245,11 @@ int ms_cmd_train(int argc, char **argv)
     MS_TRY(ms_spec_from_config(&spec, cfg));
     MS_TRY(ms_options_read(cfg, &po));
     MS_TRY(ms_config_check_used(cfg));
+    if (cli.print_config) { /* before anything is opened or written */
+        if (dist.rank == 0)
+            MS_TRY(ms_cli_print_config(&cli, cfg, cli.config_path));
+        goto done;
+    }
     to = po.train;
     train_list = strdup(po.data.train);
     val_list = strdup(po.data.val);
@@ -292,9 +367,14 @@ int ms_cmd_train(int argc, char **argv)
     long images = 0;
     double loss = 0;
     int stop = 0; /* a signal reached some rank: every rank stops after the same step */
+    MS_ALLOC(out_mil, (size_t)batch * spec.classes, "training outputs");
+    MS_ALLOC(out_fc, (size_t)batch * spec.classes, "training outputs");
     for (long e = epoch0; e < to.epochs && !stop; e++) {
         MS_TRY(ms_loader_epoch(L, (int)e));
         hp.lr = to.lr_drop_epoch > 0 && e >= to.lr_drop_epoch ? to.lr * to.lr_drop : to.lr;
+        /* this epoch's training loss and right answers (this rank's images), for log_epoch */
+        double epoch_t0 = ms_now(), loss_sum = 0, tsums[3] = {0}; /* right MIL, head, images */
+        long batches = 0;
         for (long b = 0; b < per_epoch && !stop; b++) {
             ms_batch_t bt;
             MS_TIMED(prog.time.loader, ms_loader_next(L, &bt));
@@ -306,6 +386,12 @@ int ms_cmd_train(int argc, char **argv)
                               .image0 = (uint64_t)dist.rank * batch};
             MS_TRY(ms_net_forward(net, bt.x, &pass));
             MS_TRY(ms_net_loss(net, bt.t, &loss));
+            MS_TRY(ms_net_output(net, MS_OUT_MIL, out_mil));
+            if (spec.fc >= 0)
+                MS_TRY(ms_net_output(net, MS_OUT_FC, out_fc));
+            count_right(out_mil, out_fc, bt.t, bt.n, spec.classes, spec.fc >= 0, &tsums[0],
+                        &tsums[1]);
+            tsums[2] += bt.n;
             MS_TRY(ms_net_backward(net, &pass, 0));
             MS_TRY(be->sync(be));
             prog.time.engine += ms_now() - t;
@@ -323,6 +409,8 @@ int ms_cmd_train(int argc, char **argv)
                         step + 1, e + 1, b + 1, loss, run);
             MS_TIMED(prog.time.engine, ms_net_adam(net, &hp));
             MS_TIMED(prog.time.engine, be->sync(be));
+            loss_sum += loss;
+            batches++;
             step = ms_net_step(net);
             images += (long)bt.n * dist.ranks;
             ms_progress_step(&prog, step, e, loss, images, 0);
@@ -339,19 +427,25 @@ int ms_cmd_train(int argc, char **argv)
         if (stop)
             break;
         ms_progress_step(&prog, step, e + 1, loss, images, 1);
+        MS_TRY(ms_dist_sum(&dist, tsums, 3));
+        pass_stats_t tr = {.loss = batches ? loss_sum / batches : 0,
+                           .acc_mil = tsums[2] ? tsums[0] / tsums[2] : 0,
+                           .acc_fc = spec.fc < 0 ? -1 : tsums[2] ? tsums[1] / tsums[2] : 0,
+                           .count = (long)tsums[2]};
+        pass_stats_t va = {0};
         if (nval) {
-            double am = 0, af = 0;
-            long n = 0;
             MS_TIMED(prog.time.validation, validate(&dist, net, val_paths, nval, ck.mean, ck.std,
-                                                    (int)to.loader_threads, &am, &af, &n));
-            char js[256];
+                                                    (int)to.loader_threads, &va));
+            char js[320], head[32];
             snprintf(js, sizeof js,
                      "\"event\": \"validation\", \"epoch\": %ld, \"step\": %ld, \"images\": %ld, "
-                     "\"accuracy_mil\": %.6f, \"accuracy_head\": %.6f",
-                     e + 1, step, n, am, af);
-            ms_progress_note(&prog, js, "epoch %ld validation: %ld images, accuracy MIL %.4f, "
-                                        "head %.4f", e + 1, n, am, af);
+                     "\"loss\": %.8g, \"accuracy_mil\": %.6f, \"accuracy_head\": %s",
+                     e + 1, step, va.count, va.loss, va.acc_mil,
+                     json_num(head, sizeof head, va.acc_fc, 1));
+            ms_progress_log(&prog, js);
         }
+        log_epoch(&prog, e + 1, to.epochs, step, hp.lr, &tr, batches, nval ? &va : NULL,
+                  ms_now() - epoch_t0);
     }
     ms_progress_end(&prog);
     if (dist.rank == 0 && stop)
@@ -372,6 +466,7 @@ done:
     ms_spec_free(&spec);
     ms_config_free(cfg);
     free(cfg_text), free(train_list), free(val_list), free(names), free(channel_names);
+    free(out_mil), free(out_fc);
     if (st)
         return ms_dist_fail(&dist, ms_cli_fail("train", st));
     ms_dist_close(&dist);
