@@ -22,14 +22,10 @@ static void help(void)
            "                this machine, one rank or several (mpirun -np 2 milscreen bench\n"
            "                --scaling)\n"
            "  --vs-pytorch  also run tools/bench-pytorch in the same invocation; print ratios\n"
-           "  --print-config  print the network config the sections read (--config, default
-"
-           "                configs/paper.ini, with --set), every default filled in, and exit
-"
-           "'milscreen bench --cpu --help' lists the section's own options (--gpu, --io and
-"
-           "--scaling too).
-");
+           "  --print-config  print the network config the sections read (--config, default\n"
+           "                configs/paper.ini, with --set), every default filled in, and exit\n"
+           "'milscreen bench --cpu --help' lists the section's own options (--gpu, --io and\n"
+           "--scaling too).\n");
 }
 
 /* --print-config for every section: they read only the network ([net] and the layers) from
