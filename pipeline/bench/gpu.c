@@ -9,11 +9,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "engine/install.h"
 #include "engine/net.h"
 #include "engine/rng.h"
 #include "ms_build_config.h"
 #include "pipeline/cli.h"
 #include "pipeline/commands.h"
+#include "pipeline/version.h"
 
 #if MS_HAVE_CUDA
 #include <cuda_runtime_api.h>
@@ -77,14 +79,16 @@ typedef struct {
     double device_used_mib;        /* cudaMemGetInfo: everything on the device, context too */
 } bench_result_t;
 
-/* The source tree: MILSCREEN_SOURCE_DIR, else the one this binary was built from, else the
- * current directory (a build carried to a GPU machine runs from the tree's copy there). */
+/* configs/ and tools/: MILSCREEN_SOURCE_DIR, else the binary's own data folder
+ * (engine/install.h: share/milscreen of an install or of a build tree), else the current
+ * directory. */
 static const char *source_dir(void)
 {
-    const char *dir = getenv("MILSCREEN_SOURCE_DIR");
-    if (dir)
-        return dir;
-    return access(MS_SOURCE_DIR "/configs/paper.ini", R_OK) == 0 ? MS_SOURCE_DIR : ".";
+    static char dir[4096];
+    const char *env = getenv("MILSCREEN_SOURCE_DIR");
+    if (env)
+        return env;
+    return ms_install_data(dir, sizeof dir, "") == MS_OK ? dir : ".";
 }
 
 static double now_s(void)
@@ -638,18 +642,8 @@ int ms_bench_gpu(int argc, char **argv)
     MS_TRY(ms_cli_config(&cli, &cfg));
     MS_TRY(ms_spec_from_config(&spec, cfg));
     {
-        char gitcmd[4200];
-        snprintf(gitcmd, sizeof gitcmd, "git -C '%s' rev-parse --short HEAD 2>/dev/null",
-                 source_dir());
-        FILE *g = popen(gitcmd, "r");
-        char rev[64] = "unknown";
-        if (g) {
-            if (fgets(rev, sizeof rev, g))
-                rev[strcspn(rev, "\n")] = 0;
-            pclose(g);
-        }
         printf("milscreen %s (git %s) bench --gpu: %s, %d channels, %d classes\n", MS_VERSION,
-               rev, cli.config_path, spec.channels, spec.classes);
+               ms_version_revision(), cli.config_path, spec.channels, spec.classes);
     }
     char list[64];
     snprintf(list, sizeof list, "%s", o.precisions);
