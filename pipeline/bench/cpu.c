@@ -38,7 +38,7 @@ static void help(void)
         "                    each side's best round (default 1; use 3 on a shared machine)\n"
         "  --infer WxH       inference input (default 1000x1200)\n"
         "  --no-layers       skip the per-layer table\n"
-        "  --config FILE     the network (default: configs/paper.ini of the source tree)\n"
+        "  --config FILE     the network (default: the installed share/milscreen/configs/paper.ini)\n"
         "  --set sec.key=val override a config entry\n");
 }
 
