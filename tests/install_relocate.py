@@ -66,7 +66,7 @@ with tempfile.TemporaryDirectory(prefix="ms-install-") as tmp:
             "share/milscreen/tools/bench-pytorch": True,
             "share/milscreen/tools/make-cluttered-mnist": True,
             "share/milscreen/tools/cluttered_mnist.py": False,
-            "share/milscreen/tools/milscreen_torch.py": False,
+            "share/milscreen/tools/milscreen_torch.py": True,
             "share/milscreen/docs/README.md": False,
             "share/milscreen/docs/FORMATS.md": False,
             "share/milscreen/docs/LICENSE": False,
