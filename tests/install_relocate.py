@@ -16,7 +16,8 @@ Checks:
   6. the installed train.sbatch, run outside Slurm with no MILSCREEN and no milscreen on PATH
      from a folder with no build tree, runs the installed binary and writes a checkpoint;
      pipeline.sh --dry-run names the installed binary and config;
-  7. the build tree has the same shape: build/pipeline/milscreen's data folder is
+  7. packaging/apptainer/milscreen.def's %test passes on this install;
+  8. the build tree has the same shape: build/pipeline/milscreen's data folder is
      build/share/milscreen.
 Installs from the already-built tree (cmake --install builds nothing).
 
@@ -164,7 +165,18 @@ with tempfile.TemporaryDirectory(prefix="ms-install-") as tmp:
           os.path.join(data, "slurm", "train.sbatch") in plain and
           os.path.join(data, "configs", "paper.ini") in plain, out[-1500:])
 
-    # 7. the build tree in the same shape
+    # 7. the Apptainer definition's %test (with its %environment) on this install: the
+    # commands the container build ends with, run here with /opt/milscreen -> the prefix
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import packaging_check as pc  # noqa: E402
+    _, sec = pc.parse_def(open(os.path.join(SRC, "packaging", "apptainer", "milscreen.def")).read())
+    script = pc.substitute(sec["environment"] + "\n" + sec["test"], pc.build_args(sec))
+    script = script.replace("/opt/milscreen", moved)
+    r = run(["sh", "-c", script], cwd=tmp, env=env)
+    check("the Apptainer %test passes on the moved install", r.returncode == 0,
+          (r.stdout + r.stderr)[-1500:])
+
+    # 8. the build tree in the same shape
     r = run([os.path.join(BUILD, "pipeline", "milscreen"), "--version"])
     check("the build tree's binary finds build/share/milscreen",
           f"data: {os.path.join(BUILD, 'share', 'milscreen')}\n" in r.stdout, r.stdout)
