@@ -93,7 +93,8 @@ export MILSCREEN
 for s in train.sbatch score.sbatch; do
   [[ -f $here/$s ]] || die "$here/$s not found (pipeline.sh submits the scripts beside it)"
 done
-(( dry )) || command -v sbatch >/dev/null || die "sbatch not found: run this where Slurm's commands are"
+(( dry )) || command -v sbatch >/dev/null ||
+  die "sbatch not found: run this where Slurm's commands are"
 
 mkdir -p "$work/logs"
 work=$(cd "$work" && pwd)
