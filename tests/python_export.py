@@ -13,12 +13,14 @@ GM r=2.5 with the sigmoid head), scores the test shard with milscreen, and check
   4. ONNX: the exported model passes onnx.checker, has dynamic N, H, W, and evaluated by a
      small reference interpreter written here from the ONNX operator specification (no
      onnxruntime in Debian 12) gives score's outputs at a size other than the traced one;
+     also for a GM network whose every logit is below -200 (log-sigmoid exported stably);
   5. the command line (milscreen_torch.py export) writes both files, and a failed export
      leaves no file under the name asked for.
 
 usage: python_export.py MILSCREEN SOURCE_DIR
 """
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -97,8 +99,9 @@ def onnx_run(model, feeds):
            for t in model.graph.initializer}
     env.update({k: torch.from_numpy(v) for k, v in feeds.items()})
     unary = {"Relu": torch.relu, "Sigmoid": torch.sigmoid, "Exp": torch.exp, "Log": torch.log,
-             "Neg": torch.neg}
-    binary = {"Add": torch.add, "Sub": torch.sub, "Mul": torch.mul, "Div": torch.div}
+             "Neg": torch.neg, "Abs": torch.abs}
+    binary = {"Add": torch.add, "Sub": torch.sub, "Mul": torch.mul, "Div": torch.div,
+              "Min": torch.minimum, "Max": torch.maximum}
     for n in model.graph.node:
         a = attrs(n)
         ins = [env[i] if i else None for i in n.input]
@@ -270,6 +273,22 @@ with tempfile.TemporaryDirectory(prefix="ms-pyexport-") as d:
               [o.name for o in model.graph.output] == ["mil_prob", "fc_prob", "maps"])
         got = onnx_run(model, {"images": images.astype(np.float32)})
         same_as_score(f"{case}: ONNX at {H}x{W}", got, ref)
+
+    # 4b. the exported log-space pooling where every logit is far below -88 (float's sigmoid
+    # underflows): GM with the class maps' bias lowered by 300, ONNX against score
+    neg = "run-gm/neg.h5"
+    shutil.copy(ck, neg)
+    with h5py.File(neg, "r+") as f:
+        f["weights/conv7/bias"][...] = f["weights/conv7/bias"][()] - 300
+    run("score", "--checkpoint", neg, "--out", "scores-neg", "--set", "score.masks=false",
+        f"{data}/test.h5")
+    with h5py.File("scores-neg/test.scores.h5", "r") as f:
+        ref = {k: f[k][()] for k in ("mil_prob", "fc_prob", "maps", "pred")}
+    mt.from_checkpoint(neg).export_onnx("neg.onnx", size=(100, 116))
+    got = onnx_run(onnx.load("neg.onnx"), {"images": images.astype(np.float32)})
+    check("GM, every logit below -200: the ONNX outputs are finite",
+          all(np.isfinite(g).all() for g in got), str([np.isfinite(g).all() for g in got]))
+    same_as_score("GM, every logit below -200: ONNX", got, ref)
 
     # 5. the command line
     r = subprocess.run(["/usr/bin/python3", os.path.join(TOOLS, "milscreen_torch.py"), "export",

@@ -406,10 +406,13 @@ class Predictor(nn.Module):
 
     def export_onnx(self, path, size=(128, 128), opset=13):
         """Saves an ONNX model: input "images" float32 (N, C, H, W) with N, H and W dynamic;
-        outputs "mil_prob", "fc_prob", "maps" as forward(). expm1, which torch 1.13 cannot
-        export, is written as Exp - 1 (it only enters the MIL pooling's log(1 - P) terms).
-        Written to a temporary name beside path, then renamed."""
-        _register_onnx_expm1(opset)
+        outputs "mil_prob", "fc_prob", "maps" as forward(). Two functions are written out in
+        basic operators: expm1, which torch 1.13 cannot export, as Exp - 1 (inside the MIL
+        pooling it costs P an absolute error of float's resolution, ~1e-7: only a P below
+        ~1e-6 loses relative precision), and log-sigmoid as min(x, 0) - log(1 + exp(-|x|))
+        (torch's own export, Log(Sigmoid(x)), gives -inf below x = -88 and then NaN in GM
+        pooling). Written to a temporary name beside path, then renamed."""
+        _register_onnx_symbolics(opset)
         self.eval()
         with torch.no_grad():
             _atomic(path, lambda tmp: torch.onnx.export(
@@ -420,10 +423,19 @@ class Predictor(nn.Module):
         return path
 
 
-def _register_onnx_expm1(opset):
+def _register_onnx_symbolics(opset):
+    def const(g, v):
+        return g.op("Constant", value_t=torch.tensor(v, dtype=torch.float32))
+
     def expm1(g, x):
-        return g.op("Sub", g.op("Exp", x), g.op("Constant", value_t=torch.tensor(1.0)))
+        return g.op("Sub", g.op("Exp", x), const(g, 1.0))
+
+    def log_sigmoid(g, x):
+        soft = g.op("Log", g.op("Add", const(g, 1.0), g.op("Exp", g.op("Neg", g.op("Abs", x)))))
+        return g.op("Sub", g.op("Min", x, const(g, 0.0)), soft)
+
     torch.onnx.register_custom_op_symbolic("aten::expm1", expm1, opset)
+    torch.onnx.register_custom_op_symbolic("aten::log_sigmoid", log_sigmoid, opset)
 
 
 def _atomic(path, write):
