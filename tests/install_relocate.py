@@ -25,7 +25,6 @@ usage: install_relocate.py BUILD_DIR SOURCE_DIR
 """
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile

@@ -143,7 +143,8 @@ def check_apptainer():
         src, dst = w[0], (w[1] if len(w) > 1 else w[0])
         sources.append(src.rstrip("/"))
         dest.add(dst.rstrip("/"))
-        check(f"%files source {src} exists in the repository", os.path.exists(os.path.join(ROOT, src)))
+        check(f"%files source {src} exists in the repository",
+              os.path.exists(os.path.join(ROOT, src)))
     check("%files copies into one source folder", len(dest) == 1, str(dest))
     srcdir = next(iter(dest)) if len(dest) == 1 else ""
     needed = cmake_inputs(ROOT) | {"tools/setup-deps"}
@@ -156,8 +157,9 @@ def check_apptainer():
     post = substitute(sec.get("post", ""), args)
     check("%post runs in the copied tree and runs tools/setup-deps",
           f"cd {srcdir}" in post and re.search(r"^\s*tools/setup-deps\b", post, re.M))
-    options = set(re.findall(r"^option\((\w+)", read(os.path.join(ROOT, "CMakeLists.txt")), re.M))
-    cache = set(re.findall(r"^set\((\w+) .*CACHE", read(os.path.join(ROOT, "CMakeLists.txt")), re.M))
+    cm = read(os.path.join(ROOT, "CMakeLists.txt"))
+    options = set(re.findall(r"^option\((\w+)", cm, re.M))
+    cache = set(re.findall(r"^set\((\w+) .*CACHE", cm, re.M))
     used = set(re.findall(r"-D(MS_\w+)=", post))
     check("%post sets only MS_* options CMakeLists.txt has", used and used <= options | cache,
           f"{sorted(used - options - cache)} not in {sorted(options | cache)}")
@@ -270,20 +272,22 @@ def check_spack():
         mapped[v] = changed[0] if changed else None
         for value in (True, False):
             args = cls(Spec(dict(base, **{v: value}))).cmake_args()
-            ms = {a.split("=")[0][2:]: a.split("=", 1)[1] for a in args if a.startswith("-DMS_WITH_")}
+            ms = {a.split("=")[0][2:]: a.split("=", 1)[1] for a in args
+                  if a.startswith("-DMS_WITH_")}
             others = {k: x for k, x in ms.items() if k != f"MS_WITH_{v.upper()}"}
             ok = ms.get(f"MS_WITH_{v.upper()}") == ("ON" if value else "OFF") and \
                 all(k[8:].lower() in base and x == ("ON" if base[k[8:].lower()] else "OFF")
                     for k, x in others.items())
-            check(f"{'+' if value else '~'}{v} gives MS_WITH_{v.upper()}={'ON' if value else 'OFF'} "
-                  "and leaves the others", ok, str(args))
+            onoff = "ON" if value else "OFF"
+            check(f"{'+' if value else '~'}{v} gives MS_WITH_{v.upper()}={onoff} and leaves "
+                  "the others", ok, str(args))
     check("each variant's option exists in CMakeLists.txt", set(mapped.values()) <= options,
           f"{sorted(set(mapped.values()) - options)} not in {sorted(options)}")
     check("each MS_WITH_* option of CMakeLists.txt has a variant", options <= set(mapped.values()),
           f"{sorted(options - set(mapped.values()))} have none")
     cuda_args = cls(Spec(dict(base, cuda=True))).cmake_args()
-    check("+cuda names the CUDA compiler", any(a.startswith("-DCMAKE_CUDA_COMPILER=") for a in cuda_args),
-          str(cuda_args))
+    check("+cuda names the CUDA compiler",
+          any(a.startswith("-DCMAKE_CUDA_COMPILER=") for a in cuda_args), str(cuda_args))
 
     deps = {}
     for a, k in rec["depends_on"]:
@@ -300,8 +304,8 @@ def check_spack():
     versions = {a[0]: k for a, k in rec["version"]}
     bad = [v for v, k in versions.items() if v != "main" and not (
         re.fullmatch(r"\d+\.\d+\.\d+", v) and k.get("tag") == f"v{v}")]
-    check("versions are main and X.Y.Z from tag vX.Y.Z", not bad and versions.get("main", {}).get("branch") == "main",
-          str(versions))
+    check("versions are main and X.Y.Z from tag vX.Y.Z",
+          not bad and versions.get("main", {}).get("branch") == "main", str(versions))
     return versions, variants
 
 
@@ -315,22 +319,26 @@ def check_versions(labels, versions):
     import yaml
     cff = yaml.safe_load(read(os.path.join(ROOT, "CITATION.cff")))
     check("CITATION.cff: cff-version 1.2.0 and its required keys",
-          cff.get("cff-version") == "1.2.0" and all(k in cff for k in ("message", "authors", "title")))
+          cff.get("cff-version") == "1.2.0"
+          and all(k in cff for k in ("message", "authors", "title")))
     check(f"CITATION.cff version is {v}", str(cff.get("version")) == v, str(cff.get("version")))
     pc = cff.get("preferred-citation", {})
-    check("CITATION.cff cites the paper (Bioinformatics 32(12):i52-i59, doi 10.1093/bioinformatics/btw252)",
+    check("CITATION.cff cites the paper (Bioinformatics 32(12):i52-i59, "
+          "doi 10.1093/bioinformatics/btw252)",
           pc.get("doi") == "10.1093/bioinformatics/btw252" and pc.get("journal") == "Bioinformatics"
           and str(pc.get("volume")) == "32" and str(pc.get("issue")) == "12" and
           str(pc.get("start")) == "i52" and str(pc.get("end")) == "i59" and pc.get("year") == 2016
-          and [a.get("family-names") for a in pc.get("authors", [])] == ["Kraus", "Ba", "Frey"], str(pc))
+          and [a.get("family-names") for a in pc.get("authors", [])] == ["Kraus", "Ba", "Frey"],
+          str(pc))
     check("CITATION.cff license is BSD-3-Clause", cff.get("license") == "BSD-3-Clause")
-    check("LICENSE is the BSD 3-Clause text", "BSD 3-Clause License" in read(os.path.join(ROOT, "LICENSE"))
-          and "Neither the name of the copyright holder" in read(os.path.join(ROOT, "LICENSE")))
+    lic = read(os.path.join(ROOT, "LICENSE"))
+    check("LICENSE is the BSD 3-Clause text", "BSD 3-Clause License" in lic
+          and "Neither the name of the copyright holder" in lic)
     first = re.search(r"^## (\d+\.\d+\.\d+)", read(os.path.join(ROOT, "CHANGELOG.md")), re.M)
     check(f"CHANGELOG.md's first entry is {v}", first is not None and first.group(1) == v,
           first.group(1) if first else "no '## X.Y.Z' entry")
-    check(f"the Apptainer image label says {v}", labels.get("org.opencontainers.image.version") == v,
-          str(labels))
+    check(f"the Apptainer image label says {v}",
+          labels.get("org.opencontainers.image.version") == v, str(labels))
     check(f"the Spack recipe has version {v} (tag v{v})", versions.get(v, {}).get("tag") == f"v{v}",
           str(versions))
     r = subprocess.run(["git", "-C", ROOT, "tag", "-l", "v*"], capture_output=True, text=True)

@@ -147,8 +147,9 @@ def onnx_run(model, feeds):
             out = torch.tensor(list(ins[0].shape), dtype=torch.int64)
         elif op == "Slice":
             x, starts, ends = ins[0], ins[1].tolist(), ins[2].tolist()
-            axes = ins[3].tolist() if len(ins) > 3 and ins[3] is not None else list(range(len(starts)))
-            steps = ins[4].tolist() if len(ins) > 4 and ins[4] is not None else [1] * len(starts)
+            given = lambda i: len(ins) > i and ins[i] is not None  # noqa: E731
+            axes = ins[3].tolist() if given(3) else list(range(len(starts)))
+            steps = ins[4].tolist() if given(4) else [1] * len(starts)
             idx = [slice(None)] * x.dim()
             for s0, e0, ax, st in zip(starts, ends, axes, steps):
                 idx[ax] = slice(s0, min(e0, x.shape[ax]) if e0 >= 0 else e0, st)
@@ -223,7 +224,8 @@ with tempfile.TemporaryDirectory(prefix="ms-pyexport-") as d:
               len(p.class_names) == K and (not score_classes or p.class_names == score_classes),
               f"{p.class_names[:3]}... / {score_classes[:3]}...")
         one = p.predict(images[0])
-        check(f"{case}: predict on one (C, H, W) image", rel(one["mil_prob"], ref["mil_prob"][:1]) <= TOL)
+        check(f"{case}: predict on one (C, H, W) image",
+              rel(one["mil_prob"], ref["mil_prob"][:1]) <= TOL)
 
         # 2. normalisation by default
         raw = mt.from_checkpoint(ck, normalise=False)
@@ -232,7 +234,8 @@ with tempfile.TemporaryDirectory(prefix="ms-pyexport-") as d:
               e_raw > 100 * TOL, f"{e_raw:.1e}")
         ckd = mt.read_checkpoint(ck)
         std = np.where(ckd["std"] > 0, ckd["std"], 1)
-        xn = (images.astype(np.float32) - ckd["mean"][None, :, None, None]) / std[None, :, None, None]
+        xn = (images.astype(np.float32) - ckd["mean"][None, :, None, None]) / \
+            std[None, :, None, None]
         e_n = rel(raw.predict(xn)["maps"], ref["maps"])
         check(f"{case}: normalise=False on images normalised by hand agrees", e_n <= TOL,
               f"{e_n:.1e}")
@@ -253,8 +256,8 @@ with tempfile.TemporaryDirectory(prefix="ms-pyexport-") as d:
         if check(f"{case}: the TorchScript file loads and runs with torch alone",
                  r.returncode == 0, r.stderr[-600:]):
             z = np.load(f"{tag}-ts.npz")
-            same_as_score(f"{case}: TorchScript at {H}x{W}", [z[k] for k in ("mil_prob", "fc_prob", "maps")],
-                          ref)
+            same_as_score(f"{case}: TorchScript at {H}x{W}",
+                          [z[k] for k in ("mil_prob", "fc_prob", "maps")], ref)
 
         # 4. ONNX, traced at 100x116, evaluated at the shard's size
         import onnx
@@ -298,16 +301,18 @@ with tempfile.TemporaryDirectory(prefix="ms-pyexport-") as d:
           r.returncode == 0 and os.path.getsize("cli.pt") > 0 and os.path.getsize("cli.onnx") > 0,
           r.stderr[-500:])
     r = subprocess.run(["/usr/bin/python3", os.path.join(TOOLS, "milscreen_torch.py"), "export",
-                        ck, "--onnx", "small.onnx", "--size", "20x20"], capture_output=True, text=True)
+                        ck, "--onnx", "small.onnx", "--size", "20x20"],
+                       capture_output=True, text=True)
     check("an export that fails (input below the smallest size) exits 1 with a message",
           r.returncode == 1 and "error" in r.stderr, r.stderr[-300:])
     check("... and leaves no file, partial or temporary",
-          not any(f.startswith("small.onnx") or f.startswith(".small.onnx") for f in os.listdir(".")),
+          not any(f.startswith(("small.onnx", ".small.onnx")) for f in os.listdir(".")),
           str(sorted(os.listdir("."))))
     r = subprocess.run(["/usr/bin/python3", os.path.join(TOOLS, "milscreen_torch.py"), "export",
                         f"{data}/test.h5", "--onnx", "x.onnx"], capture_output=True, text=True)
     check("a shard given as the checkpoint is refused naming it",
-          r.returncode == 1 and f"{data}/test.h5" in r.stderr and "not a milscreen checkpoint" in r.stderr,
+          r.returncode == 1 and f"{data}/test.h5" in r.stderr
+          and "not a milscreen checkpoint" in r.stderr,
           r.stderr[-300:])
 
 print("all passed" if not failures else "FAILED: " + ", ".join(failures))

@@ -536,9 +536,11 @@ def run_checks(cl, jobs, ms, root, slurm, work, h5py, np, existing):
                             if not os.path.exists(os.path.join(d, "milscreen")))
     share = os.path.join(prefix, "share", "milscreen")
     r = subprocess.run(["sbatch", "--parsable", *SB, "--job-name=installed",
-                        f"--output={work}/installed-%j.out", os.path.join(share, "slurm", "train.sbatch"),
-                        os.path.join(share, "configs", "paper.ini"), f"{work}/instrun", *TINY, *data,
-                        "--set", "train.epochs=1"], env=ienv, capture_output=True, text=True, cwd=work)
+                        f"--output={work}/installed-%j.out",
+                        os.path.join(share, "slurm", "train.sbatch"),
+                        os.path.join(share, "configs", "paper.ini"), f"{work}/instrun", *TINY,
+                        *data, "--set", "train.epochs=1"],
+                       env=ienv, capture_output=True, text=True, cwd=work)
     if check("the installed train.sbatch submitted", r.returncode == 0, r.stderr):
         ij = r.stdout.strip().split(";")[0]
         if jobs.wait([ij], 120 * scale, "installed train.sbatch"):

@@ -38,7 +38,8 @@ static void help(void)
         "                    each side's best round (default 1; use 3 on a shared machine)\n"
         "  --infer WxH       inference input (default 1000x1200)\n"
         "  --no-layers       skip the per-layer table\n"
-        "  --config FILE     the network (default: the installed share/milscreen/configs/paper.ini)\n"
+        "  --config FILE     the network (default: configs/paper.ini of the install,\n"
+        "                    share/milscreen/configs beside bin/milscreen)\n"
         "  --set sec.key=val override a config entry\n");
 }
 
@@ -480,8 +481,10 @@ int ms_bench_cpu(int argc, char **argv)
     char paper[4096];
     ms_config_t *cfg = NULL;
     ms_status_t st = MS_OK;
-    if (!cli.config_path && (st = ms_install_data(paper, sizeof paper, "configs/paper.ini")) == MS_OK)
+    if (!cli.config_path) {
+        st = ms_install_data(paper, sizeof paper, "configs/paper.ini");
         cli.config_path = paper;
+    }
     if (st == MS_OK)
         st = ms_cli_config(&cli, &cfg);
     if (st == MS_OK)

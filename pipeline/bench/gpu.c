@@ -46,7 +46,8 @@ static void help(void)
         "  --steps N           timed steps per measurement (default 20; the median is shown)\n"
         "  --warmup N          untimed steps first (default 3)\n"
         "  --no-layers         skip the per-layer table\n"
-        "  --config FILE       the network (default: the installed share/milscreen/configs/paper.ini)\n"
+        "  --config FILE       the network (default: configs/paper.ini of the install,\n"
+        "                      share/milscreen/configs beside bin/milscreen)\n"
         "  --set sec.key=val   override a config entry\n");
 }
 
