@@ -7,8 +7,8 @@ Checks:
   1. the agreed layout (bin/milscreen, share/milscreen/{configs,slurm,tools,docs}), scripts
      executable;
   2. after the move: --version names the moved data folder and the project version;
-  3. no path of the source tree, the build tree or the first prefix in the binary (nor an
-     RPATH) or in any installed file;
+  3. no path of the source tree, the build tree or the first prefix in the binary (nor in
+     its run paths) or in any installed file;
   4. bench --cpu with its default config (share/milscreen/configs/paper.ini) and --vs-pytorch
      (share/milscreen/tools/bench-pytorch), on a tiny input;
   5. the installed PyTorch twin imports from share/milscreen/tools and builds the installed
@@ -103,8 +103,10 @@ with tempfile.TemporaryDirectory(prefix="ms-install-") as tmp:
     dyn = run(["readelf", "-d", ms]).stdout
     rpath = [d for l in dyn.splitlines() if "RPATH" in l or "RUNPATH" in l
              for d in re.findall(r"\[(.*)\]", l)[0].split(":")]
-    check("the binary's RPATH/RUNPATH, if any, is relative to itself ($ORIGIN)",
-          all(d.startswith("$ORIGIN") for d in rpath), str(rpath))
+    # run paths: $ORIGIN-relative, or the folders of libraries linked from outside the
+    # system (CMAKE_INSTALL_RPATH_USE_LINK_PATH), never a folder of this build or install
+    check("the binary's RPATH/RUNPATH names no build, source or install folder",
+          not [d for d in rpath for p in paths if d == p or d.startswith(p + "/")], str(rpath))
     for root, _, files in os.walk(moved):
         for name in files:
             fp = os.path.join(root, name)
