@@ -471,11 +471,14 @@ static int run_pytorch(const bench_opts_t *o, torch_result_t *tr, int max)
     /* the script names Debian's /usr/bin/python3; where torch lives in another interpreter
      * (the GPU machines' image: `python3` on PATH), MILSCREEN_PYTHON names it */
     const char *py = getenv("MILSCREEN_PYTHON");
-    snprintf(cmd, sizeof cmd,
-             "%s%s%s'%s/tools/bench-pytorch' --gpu --batch %d --crop %d --infer %dx%d "
-             "--infer-batch %d --steps %d --warmup %d 2>&1",
-             py ? "'" : "", py ? py : "", py ? "' " : "", source_dir(), o->batch, o->crop, o->iw,
-             o->ih, o->ibatch, o->steps, o->warmup);
+    if (snprintf(cmd, sizeof cmd,
+                 "%s%s%s'%s/tools/bench-pytorch' --gpu --batch %d --crop %d --infer %dx%d "
+                 "--infer-batch %d --steps %d --warmup %d 2>&1",
+                 py ? "'" : "", py ? py : "", py ? "' " : "", source_dir(), o->batch, o->crop,
+                 o->iw, o->ih, o->ibatch, o->steps, o->warmup) >= (int)sizeof cmd) {
+        fprintf(stderr, "milscreen bench: the tools/bench-pytorch command is too long\n");
+        return -1;
+    }
     printf("\n== PyTorch: %s\n", cmd);
     fflush(stdout);
     FILE *f = popen(cmd, "r");
@@ -636,8 +639,9 @@ int ms_bench_gpu(int argc, char **argv)
     ms_spec_t spec = {0};
     bench_result_t res[3];
     int nres = 0;
-    char paper[4096];
-    snprintf(paper, sizeof paper, "%s/configs/paper.ini", source_dir());
+    char paper[4200];
+    if (snprintf(paper, sizeof paper, "%s/configs/paper.ini", source_dir()) >= (int)sizeof paper)
+        MS_FAIL(MS_EARG, "the default config's path is too long: %s/configs", source_dir());
     if (!cli.config_path)
         cli.config_path = paper;
     MS_TRY(ms_cli_config(&cli, &cfg));
