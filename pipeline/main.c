@@ -4,6 +4,7 @@
 
 #include "ms_build_config.h"
 #include "pipeline/commands.h"
+#include "pipeline/version.h"
 
 typedef struct {
     const char *name;
@@ -60,10 +61,8 @@ int main(int argc, char **argv)
         usage(stdout);
         return 0;
     }
-    if (!strcmp(argv[1], "--version")) {
-        printf("milscreen %s\n", MS_VERSION);
-        return 0;
-    }
+    if (!strcmp(argv[1], "--version"))
+        return ms_version_print(stdout);
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
         if (!strcmp(argv[1], commands[i].name))
             return commands[i].run(argc - 1, short_help(argc - 1, argv + 1));

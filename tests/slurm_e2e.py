@@ -11,7 +11,11 @@ idle, then checks, on tiny synthetic plates and a shrunken network:
      (--resume, the step count continues) and finishes;
   3. train.sbatch with GRID as a 2-task array: two run folders whose checkpoints hold different configs;
   4. score.sbatch with NIGHTLY: the job resubmits itself; the second run skips the shard
-     the first scored and scores the one added in between.
+     the first scored and scores the one added in between;
+  5. the real time limit: #SBATCH --signal reaches the batch shell, checkpoint, requeue;
+  6. an installed tree (cmake --install of the build MILSCREEN is in): the installed
+     train.sbatch, submitted with no MILSCREEN and no milscreen on PATH, runs the installed
+     binary.
 Everything is torn down at the end, also on failure: jobs cancelled, daemons stopped, and
 any process left that carries this cluster's SLURM_CONF killed by its pid.
 
@@ -514,6 +518,36 @@ def run_checks(cl, jobs, ms, root, slurm, work, h5py, np, existing):
               and out.count("requeueing job") == 1, f"{jobs.state(tl)}\n{out[-1500:]}")
     else:
         cl.sh(["scancel", tl])
+
+    # -- 6. an installed tree: PREFIX/share/milscreen/slurm/train.sbatch submitted by that
+    # path, with no MILSCREEN and no milscreen on PATH, runs PREFIX/bin/milscreen (the job
+    # runs a spool copy: the script finds its own path in Slurm's Command=) ----------------
+    build = os.path.dirname(os.path.dirname(ms))
+    if not os.path.exists(os.path.join(build, "CMakeCache.txt")):
+        log(f"not checked: an installed train.sbatch ({ms} is not in a build tree to install)")
+        return
+    prefix = os.path.join(work, "installed prefix")
+    r = subprocess.run(["cmake", "--install", build, "--prefix", prefix], capture_output=True,
+                       text=True)
+    if not check("cmake --install into a prefix", r.returncode == 0, r.stderr[-800:]):
+        return
+    ienv = {k: v for k, v in cl.env.items() if k != "MILSCREEN"}
+    ienv["PATH"] = ":".join(d for d in ienv["PATH"].split(":")
+                            if not os.path.exists(os.path.join(d, "milscreen")))
+    share = os.path.join(prefix, "share", "milscreen")
+    r = subprocess.run(["sbatch", "--parsable", *SB, "--job-name=installed",
+                        f"--output={work}/installed-%j.out",
+                        os.path.join(share, "slurm", "train.sbatch"),
+                        os.path.join(share, "configs", "paper.ini"), f"{work}/instrun", *TINY,
+                        *data, "--set", "train.epochs=1"],
+                       env=ienv, capture_output=True, text=True, cwd=work)
+    if check("the installed train.sbatch submitted", r.returncode == 0, r.stderr):
+        ij = r.stdout.strip().split(";")[0]
+        if jobs.wait([ij], 120 * scale, "installed train.sbatch"):
+            out = read(f"{work}/installed-{ij}.out")
+            check("the installed train.sbatch ran the installed binary",
+                  f" {os.path.join(prefix, 'bin', 'milscreen')} train " in out, out[-1500:])
+            check("... which wrote a checkpoint", bool(checkpoints(f"{work}/instrun")))
 
 
 if __name__ == "__main__":

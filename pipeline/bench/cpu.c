@@ -10,11 +10,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "engine/install.h"
 #include "engine/net.h"
 #include "engine/rng.h"
 #include "ms_build_config.h"
 #include "pipeline/cli.h"
 #include "pipeline/commands.h"
+#include "pipeline/version.h"
 
 static void help(void)
 {
@@ -36,7 +38,8 @@ static void help(void)
         "                    each side's best round (default 1; use 3 on a shared machine)\n"
         "  --infer WxH       inference input (default 1000x1200)\n"
         "  --no-layers       skip the per-layer table\n"
-        "  --config FILE     the network (default: configs/paper.ini of the source tree)\n"
+        "  --config FILE     the network (default: configs/paper.ini of the install,\n"
+        "                    share/milscreen/configs beside bin/milscreen)\n"
         "  --set sec.key=val override a config entry\n");
 }
 
@@ -268,11 +271,15 @@ static int token_is(const char *line, const char *key, const char *val)
 static int run_pytorch(const opts_t *o, const figure_t *fig, int nfig, double *torch_ips,
                        double *torch_min_s)
 {
-    char cmd[1024];
+    char cmd[5120], script[4096];
+    if (ms_install_data(script, sizeof script, "tools/bench-pytorch") != MS_OK) {
+        fprintf(stderr, "milscreen bench: %s\n", ms_error_message());
+        return -1;
+    }
     snprintf(cmd, sizeof cmd,
-             "'%s/tools/bench-pytorch' --cpu --threads %d --steps %d --warmup %d --infer %dx%d "
+             "'%s' --cpu --threads %d --steps %d --warmup %d --infer %dx%d "
              "--only %s%s%s 2>&1",
-             MS_SOURCE_DIR, o->threads, o->steps, o->warmup, o->iw, o->ih,
+             script, o->threads, o->steps, o->warmup, o->iw, o->ih,
              o->figures & 1 ? "train256," : "", o->figures & 2 ? "train900," : "",
              o->figures & 4 ? "infer" : "");
     printf("\n== PyTorch: %s\n", cmd);
@@ -316,14 +323,9 @@ static ms_status_t bench(const opts_t *o, ms_config_t *cfg)
     figure_t fig[3] = {{0}};
     MS_TRY(ms_spec_from_config(&spec, cfg));
     MS_TRY(ms_backend_cpu(&be, o->threads));
-    char desc[512], rev[64] = "unknown";
+    char desc[512];
+    const char *rev = ms_version_revision();
     be->describe(be, desc, sizeof desc);
-    FILE *g = popen("git -C '" MS_SOURCE_DIR "' rev-parse --short HEAD 2>/dev/null", "r");
-    if (g) {
-        if (fgets(rev, sizeof rev, g))
-            rev[strcspn(rev, "\n")] = 0;
-        pclose(g);
-    }
     printf("milscreen bench --cpu: %s\n", desc);
     printf("network: %d channels, %d classes, %zu parameters; git %s; %d timed steps after "
            "%d warm-up (median)\n",
@@ -476,10 +478,15 @@ int ms_bench_cpu(int argc, char **argv)
     if (o.threads < 1 || o.steps < 1 || o.warmup < 0 || o.rounds < 1)
         return ms_cli_usage_error("bench", "--threads, --steps and --rounds must be >= 1, "
                                            "--warmup >= 0");
-    if (!cli.config_path)
-        cli.config_path = MS_SOURCE_DIR "/configs/paper.ini";
+    char paper[4096];
     ms_config_t *cfg = NULL;
-    ms_status_t st = ms_cli_config(&cli, &cfg);
+    ms_status_t st = MS_OK;
+    if (!cli.config_path) {
+        st = ms_install_data(paper, sizeof paper, "configs/paper.ini");
+        cli.config_path = paper;
+    }
+    if (st == MS_OK)
+        st = ms_cli_config(&cli, &cfg);
     if (st == MS_OK)
         st = bench(&o, cfg);
     ms_config_free(cfg);

@@ -9,11 +9,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "engine/install.h"
 #include "engine/net.h"
 #include "engine/rng.h"
 #include "ms_build_config.h"
 #include "pipeline/cli.h"
 #include "pipeline/commands.h"
+#include "pipeline/version.h"
 
 #if MS_HAVE_CUDA
 #include "engine/cuda/cuda.h" /* the plugin's extras: no CUDA header or library needed here */
@@ -44,7 +46,8 @@ static void help(void)
         "  --steps N           timed steps per measurement (default 20; the median is shown)\n"
         "  --warmup N          untimed steps first (default 3)\n"
         "  --no-layers         skip the per-layer table\n"
-        "  --config FILE       the network (default: configs/paper.ini of the source tree)\n"
+        "  --config FILE       the network (default: configs/paper.ini of the install,\n"
+        "                      share/milscreen/configs beside bin/milscreen)\n"
         "  --set sec.key=val   override a config entry\n");
 }
 
@@ -78,14 +81,16 @@ typedef struct {
     double device_used_mib;        /* cudaMemGetInfo: everything on the device, context too */
 } bench_result_t;
 
-/* The source tree: MILSCREEN_SOURCE_DIR, else the one this binary was built from, else the
- * current directory (a build carried to a GPU machine runs from the tree's copy there). */
+/* configs/ and tools/: MILSCREEN_SOURCE_DIR, else the binary's own data folder
+ * (engine/install.h: share/milscreen of an install or of a build tree), else the current
+ * directory. */
 static const char *source_dir(void)
 {
-    const char *dir = getenv("MILSCREEN_SOURCE_DIR");
-    if (dir)
-        return dir;
-    return access(MS_SOURCE_DIR "/configs/paper.ini", R_OK) == 0 ? MS_SOURCE_DIR : ".";
+    static char dir[4096];
+    const char *env = getenv("MILSCREEN_SOURCE_DIR");
+    if (env)
+        return env;
+    return ms_install_data(dir, sizeof dir, "") == MS_OK ? dir : ".";
 }
 
 static double now_s(void)
@@ -464,12 +469,16 @@ static int run_pytorch(const bench_opts_t *o, torch_result_t *tr, int max)
     /* the script names Debian's /usr/bin/python3; where torch lives in another interpreter
      * (the GPU machines' image: `python3` on PATH), MILSCREEN_PYTHON names it */
     const char *py = getenv("MILSCREEN_PYTHON");
-    snprintf(cmd, sizeof cmd,
-             "%s%s%s'%s/tools/bench-pytorch' --gpu --batch %d --crop %d --infer %dx%d "
-             "--infer-batch %d --steps %d --warmup %d%s%s 2>&1",
-             py ? "'" : "", py ? py : "", py ? "' " : "", source_dir(), o->batch, o->crop, o->iw,
-             o->ih, o->ibatch, o->steps, o->warmup, o->pytorch_modes ? " --modes " : "",
-             o->pytorch_modes ? o->pytorch_modes : "");
+    if (snprintf(cmd, sizeof cmd,
+                 "%s%s%s'%s/tools/bench-pytorch' --gpu --batch %d --crop %d --infer %dx%d "
+                 "--infer-batch %d --steps %d --warmup %d%s%s 2>&1",
+                 py ? "'" : "", py ? py : "", py ? "' " : "", source_dir(), o->batch, o->crop,
+                 o->iw, o->ih, o->ibatch, o->steps, o->warmup,
+                 o->pytorch_modes ? " --modes " : "",
+                 o->pytorch_modes ? o->pytorch_modes : "") >= (int)sizeof cmd) {
+        fprintf(stderr, "milscreen bench: the tools/bench-pytorch command is too long\n");
+        return -1;
+    }
     printf("\n== PyTorch: %s\n", cmd);
     fflush(stdout);
     FILE *f = popen(cmd, "r");
@@ -636,26 +645,17 @@ int ms_bench_gpu(int argc, char **argv)
     ms_spec_t spec = {0};
     bench_result_t res[3];
     int nres = 0;
-    char paper[4096];
-    snprintf(paper, sizeof paper, "%s/configs/paper.ini", source_dir());
+    char paper[4200];
+    if (snprintf(paper, sizeof paper, "%s/configs/paper.ini", source_dir()) >= (int)sizeof paper)
+        MS_FAIL(MS_EARG, "the default config's path is too long: %s/configs", source_dir());
     if (!cli.config_path)
         cli.config_path = paper;
     MS_TRY(ms_cli_config(&cli, &cfg));
     MS_TRY(ms_spec_from_config(&spec, cfg));
     {
-        char gitcmd[4200];
-        snprintf(gitcmd, sizeof gitcmd, "git -C '%s' rev-parse --short HEAD 2>/dev/null",
-                 source_dir());
-        FILE *g = popen(gitcmd, "r");
-        char rev[64] = "unknown";
-        if (g) {
-            if (fgets(rev, sizeof rev, g))
-                rev[strcspn(rev, "\n")] = 0;
-            pclose(g);
-        }
         printf("milscreen %s (git %s) bench --gpu: %s, %d channels, %d classes\n"
-               "  CUDA plugin %s\n", MS_VERSION, rev, cli.config_path, spec.channels,
-               spec.classes, ms_cuda_plugin_status());
+               "  CUDA plugin %s\n", MS_VERSION, ms_version_revision(), cli.config_path,
+               spec.channels, spec.classes, ms_cuda_plugin_status());
     }
     char list[64];
     snprintf(list, sizeof list, "%s", o.precisions);
