@@ -15,8 +15,10 @@
 #include "engine/net.h"
 #include "engine/rng.h"
 #include "ms_build_config.h"
+#include "engine/install.h"
 #include "pipeline/cli.h"
 #include "pipeline/commands.h"
+#include "pipeline/version.h"
 #include "pipeline/dist/allreduce.h"
 #include "pipeline/dist/dist.h"
 
@@ -67,16 +69,6 @@ static double median(double *v, int n)
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-/* The source tree: MILSCREEN_SOURCE_DIR, else the one this binary was built from, else the
- * current directory. */
-static const char *source_dir(void)
-{
-    const char *dir = getenv("MILSCREEN_SOURCE_DIR");
-    if (dir)
-        return dir;
-    return access(MS_SOURCE_DIR "/configs/paper.ini", R_OK) == 0 ? MS_SOURCE_DIR : ".";
-}
-
 /* "model name" of /proc/cpuinfo, the 1-minute load average, the git revision. */
 static void machine(char *cpu, size_t ncpu, double *load, char *rev, size_t nrev)
 {
@@ -98,13 +90,7 @@ static void machine(char *cpu, size_t ncpu, double *load, char *rev, size_t nrev
         *load = NAN;
     if (f)
         fclose(f);
-    snprintf(line, sizeof line, "git -C '%s' rev-parse --short HEAD 2>/dev/null", source_dir());
-    f = popen(line, "r");
-    if (f) {
-        if (fgets(rev, (int)nrev, f))
-            rev[strcspn(rev, "\n")] = 0;
-        pclose(f);
-    }
+    snprintf(rev, nrev, "%s", ms_version_revision());
 }
 
 static ms_status_t run(ms_dist_t *d, const char *config, const ms_spec_t *spec,
@@ -276,9 +262,10 @@ int ms_bench_scaling(int argc, char **argv)
     ms_spec_t spec = {0};
     char paper[4096];
     MS_TRY(ms_dist_open(&dist));
-    snprintf(paper, sizeof paper, "%s/configs/paper.ini", source_dir());
-    if (!cli.config_path)
+    if (!cli.config_path) {
+        MS_TRY(ms_install_data(paper, sizeof paper, "configs/paper.ini"));
         cli.config_path = paper;
+    }
     MS_TRY(ms_cli_config(&cli, &cfg));
     MS_TRY(ms_spec_from_config(&spec, cfg));
     MS_TRY(run(&dist, cli.config_path, &spec, &o));

@@ -4,6 +4,7 @@
 
 #include "engine/spec.h"
 #include "ms_build_config.h"
+#include "engine/install.h"
 #include "pipeline/cli.h"
 #include "pipeline/commands.h"
 
@@ -42,9 +43,12 @@ static int print_config(int argc, char **argv)
         if (ms_cli_common(&cli, opt, optarg) < 0)
             return 2;
     opterr = 1;
-    if (!cli.config_path)
-        cli.config_path = MS_SOURCE_DIR "/configs/paper.ini";
     ms_status_t st = MS_OK;
+    char paper[4096];
+    if (!cli.config_path) {
+        MS_TRY(ms_install_data(paper, sizeof paper, "configs/paper.ini"));
+        cli.config_path = paper;
+    }
     ms_config_t *cfg = NULL;
     ms_spec_t spec = {0};
     MS_TRY(ms_cli_config(&cli, &cfg));
