@@ -128,12 +128,15 @@ struct ms_backend {
 
 /* Constructors; each returns MS_EBACKEND with a reason when unavailable in this build. */
 ms_status_t ms_backend_ref(ms_backend_t **be);
-ms_status_t ms_backend_cpu(ms_backend_t **be, int threads);
+/* precision: "fp32" (default) or "bf16" (bf16 convolutions, fp32 accumulation, fp32 master
+ * weights and Adam; needs AVX-512, native with AVX512_BF16). */
+ms_status_t ms_backend_cpu(ms_backend_t **be, int threads, const char *precision);
 /* device: a GPU of this node, counted modulo the node's GPUs (so a rank passes its local
  * rank); precision: "bf16" (default), "tf32" or "fp32". */
 ms_status_t ms_backend_cuda(ms_backend_t **be, int device, const char *precision);
 /* By name: "ref", "cpu" (oneDNN), "cuda", or "auto" (cuda if a GPU is usable, else cpu,
- * else ref). */
+ * else ref). precision: NULL for the backend's default (cuda bf16, cpu fp32), else a name
+ * the backend must run; ref computes in its plan's dtype and takes only NULL or "fp32". */
 ms_status_t ms_backend_open(ms_backend_t **be, const char *name, int device, int threads,
                             const char *precision);
 void ms_backend_close(ms_backend_t *be);

@@ -315,7 +315,7 @@ static ms_status_t bench(const opts_t *o, ms_config_t *cfg)
     double *lf = NULL, *lb = NULL;
     figure_t fig[3] = {{0}};
     MS_TRY(ms_spec_from_config(&spec, cfg));
-    MS_TRY(ms_backend_cpu(&be, o->threads));
+    MS_TRY(ms_backend_cpu(&be, o->threads, NULL));
     char desc[512], rev[64] = "unknown";
     be->describe(be, desc, sizeof desc);
     FILE *g = popen("git -C '" MS_SOURCE_DIR "' rev-parse --short HEAD 2>/dev/null", "r");

@@ -389,7 +389,8 @@ int ms_cmd_score(int argc, char **argv)
     if (ck.channels != spec.channels)
         MS_FAIL(MS_EFORMAT, "%s: statistics for %d channels, network of %d", ck_path,
                 ck.channels, spec.channels);
-    MS_TRY(ms_backend_open(&be, backend_name, dist.local_rank, threads, "bf16"));
+    MS_TRY(ms_backend_open(&be, backend_name, dist.local_rank, threads,
+                           o.train.precision));
 #if MS_HAVE_CUDA
     if (!strcmp(be->name, "cuda")) { /* the masks' belief propagation on the GPU too */
         o.localise.lbp = lbp_cuda;
