@@ -259,8 +259,8 @@ static double figure_gflop(const figure_t *f) { return f->gflops * f->med_s / f-
 static void print_layers(const ms_plan_t *pl, const double *lf, const double *lb,
                          const char *prec, double peak)
 {
-    printf("\nper layer, %s, training %dx%d batch %d (median of the timed steps; %% of the "
-           "%s peak):\n", prec, pl->w, pl->h, pl->n, prec);
+    printf("\nper layer, %s, %s %dx%d batch %d (median of the timed steps; %% of the %s "
+           "peak):\n", prec, pl->train ? "training" : "inference", pl->w, pl->h, pl->n, prec);
     char size[32];
     snprintf(size, sizeof size, "%dx%d", pl->w, pl->h);
     printf("  %-8s %-8s %-16s %9s %8s %5s %9s %8s %5s %6s\n", "layer", "kind", "output",
@@ -278,9 +278,11 @@ static void print_layers(const ms_plan_t *pl, const double *lf, const double *lb
         char gf[16] = "", gb[16] = "", pf[16] = "", pb[16] = "";
         if (fl > 0) {
             snprintf(gf, sizeof gf, "%.1f", fl / lf[l]);
-            snprintf(gb, sizeof gb, "%.1f", 2 * fl / lb[l]);
             frac(pf, sizeof pf, fl / lf[l], peak);
-            frac(pb, sizeof pb, 2 * fl / lb[l], peak);
+            if (lb[l] > 0) {
+                snprintf(gb, sizeof gb, "%.1f", 2 * fl / lb[l]);
+                frac(pb, sizeof pb, 2 * fl / lb[l], peak);
+            }
         }
         printf("  %-8s %-8s %-16s %9.2f %8s %5s %9.2f %8s %5s %5.1f%%\n", L->spec->name,
                ms_layer_kind_name(L->spec->kind), out, 1e3 * lf[l], gf, pf, 1e3 * lb[l], gb, pb,
@@ -469,7 +471,7 @@ static ms_status_t bench(opts_t *o, ms_config_t *cfg)
                        peak_of(&pk, p) > 0 ? fig[r].gflops / peak_of(&pk, p) : 0, o->steps,
                        o->threads, round + 1, fig[r].load);
                 fflush(stdout);
-                if (train && o->layers && round == 0)
+                if (o->layers && round == 0)
                     print_layers(ms_net_current_plan(net), lf, lb, prec_names[p],
                                  peak_of(&pk, p));
                 if (round == 0 || fig[r].ips > best[p][r].ips)
