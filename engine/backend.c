@@ -8,7 +8,7 @@
 #include "ms_build_config.h"
 
 #if !MS_HAVE_DNNL
-ms_status_t ms_backend_cpu(ms_backend_t **be, int threads)
+ms_status_t ms_backend_cpu(ms_backend_t **be, int threads, const char *precision)
 {
     *be = NULL;
     return MS_ERR(MS_EBACKEND, "this milscreen was built without oneDNN (libdnnl-dev); "
@@ -28,10 +28,14 @@ ms_status_t ms_backend_cuda(ms_backend_t **be, int device, const char *precision
 ms_status_t ms_backend_open(ms_backend_t **be, const char *name, int device, int threads,
                             const char *precision)
 {
+    *be = NULL;
+    int ref_ok = !precision || !strcmp(precision, "fp32");
     if (!strcmp(name, "ref"))
-        return ms_backend_ref(be);
+        return ref_ok ? ms_backend_ref(be)
+                      : MS_ERR(MS_EARG, "precision '%s': the ref backend runs fp32 (or fp64) only",
+                               precision);
     if (!strcmp(name, "cpu"))
-        return ms_backend_cpu(be, threads);
+        return ms_backend_cpu(be, threads, precision);
     if (!strcmp(name, "cuda"))
         return ms_backend_cuda(be, device, precision);
     if (!strcmp(name, "auto")) {
@@ -40,11 +44,14 @@ ms_status_t ms_backend_open(ms_backend_t **be, const char *name, int device, int
         if (ms_backend_cuda(be, device, precision) == MS_OK)
             return MS_OK;
         snprintf(why, sizeof why, "%s", ms_error_message());
-        ms_status_t st = ms_backend_cpu(be, threads);
+        ms_status_t st = ms_backend_cpu(be, threads, precision);
+        if (st == MS_EARG) /* the precision, not the build: say so rather than fall back */
+            return st;
         if (st != MS_OK) {
             size_t n = strlen(why);
             snprintf(why + n, sizeof why - n, "; %s", ms_error_message());
-            st = ms_backend_ref(be);
+            st = ref_ok ? ms_backend_ref(be)
+                        : MS_ERR(MS_EARG, "precision '%s': no backend here runs it", precision);
         }
         if (st == MS_OK)
             snprintf((*be)->note, MS_BACKEND_NOTE, "%s", why);

@@ -140,14 +140,18 @@ struct ms_backend {
 
 /* Constructors; each returns MS_EBACKEND with a reason when unavailable in this build. */
 ms_status_t ms_backend_ref(ms_backend_t **be);
-ms_status_t ms_backend_cpu(ms_backend_t **be, int threads);
+/* precision: "fp32" (default) or "bf16" (bf16 convolutions, fp32 accumulation, fp32 master
+ * weights and Adam; needs AVX-512, native with AVX512_BF16). */
+ms_status_t ms_backend_cpu(ms_backend_t **be, int threads, const char *precision);
 /* device: a GPU of this node, counted modulo the node's GPUs (so a rank passes its local
  * rank); precision: "bf16" (default), "tf32" or "fp32". The backend lives in a plugin loaded
  * on first use (engine/plugin.c); when the plugin, the CUDA libraries or a GPU are missing it
  * fails with MS_EBACKEND and "cuda backend absent: <reason>". */
 ms_status_t ms_backend_cuda(ms_backend_t **be, int device, const char *precision);
 /* By name: "ref", "cpu" (oneDNN), "cuda", or "auto" (cuda if a GPU is usable, else cpu,
- * else ref; the reason a faster one was skipped goes to be->note). */
+ * else ref; the reason a faster one was skipped goes to be->note). precision: NULL for the
+ * backend's default (cuda bf16, cpu fp32), else a name the backend must run; ref computes in
+ * its plan's dtype and takes only NULL or "fp32". */
 ms_status_t ms_backend_open(ms_backend_t **be, const char *name, int device, int threads,
                             const char *precision);
 /* The start-up table's line: describe(), then "; auto: <note>" when auto fell back. */

@@ -11,9 +11,10 @@
 static void help(void)
 {
     printf("usage: milscreen bench --cpu [--vs-pytorch] [options]\n\n"
-           "  --cpu         the paper's network on the oneDNN CPU backend: training at\n"
-           "                256x256 batch 4 and 900x900 batch 1, inference at 1000x1200,\n"
-           "                per-layer forward/backward times and GFLOP/s\n"
+           "  --cpu         the machine (measured fp32 FMA and bf16 peak, cores / SMT), then\n"
+           "                the paper's network on the oneDNN CPU backend in fp32 and bf16:\n"
+           "                training at 256x256 batch 4 and 900x900 batch 1, inference at\n"
+           "                1000x1200, per-layer times, GFLOP/s and fractions of the peak\n"
            "  --gpu         the paper's network on the CUDA backend in fp32, TF32 and bf16:\n"
            "                training at 900x900 batch 16, inference at 1000x1200, peak\n"
            "                device memory, per-layer times\n"

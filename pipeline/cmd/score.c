@@ -959,7 +959,8 @@ int ms_cmd_score(int argc, char **argv)
         fprintf(stderr, "milscreen score: warning: %s predates channel names; the shards' "
                 "channels are taken to be in the order it was trained on "
                 "(--assume-channel-order)\n", ck_path);
-    MS_TRY(ms_backend_open(&be, backend_name, dist.local_rank, threads, "bf16"));
+    MS_TRY(ms_backend_open(&be, backend_name, dist.local_rank, threads,
+                           o.train.precision));
 #if MS_HAVE_CUDA
     if (!strcmp(be->name, "cuda")) { /* the masks' belief propagation on the GPU too */
         o.localise.lbp = lbp_cuda;

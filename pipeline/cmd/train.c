@@ -44,7 +44,9 @@ static void help(void)
         "[train] keys: batch (16), lr (0.001), lr_drop_epoch (0 = never) and lr_drop (0.1): the\n"
         "  rate is lr * lr_drop from that epoch on, beta1, beta2, eps, crop (0 = whole image),\n"
         "  epochs, seed, augment (true), checkpoint_every (0 = each epoch), keep (3),\n"
-        "  loader_threads (2), cache_mb (1024)\n"
+        "  loader_threads (2), cache_mb (1024), precision (auto: fp32 on the cpu backend, bf16\n"
+        "  on cuda; bf16 on cpu: bf16 convolutions, fp32 master weights and Adam; score uses\n"
+        "  the checkpoint's)\n"
         "[data] keys: train, val (shard paths, space separated)\n");
 }
 
@@ -297,7 +299,8 @@ int ms_cmd_train(int argc, char **argv)
                 dist.ranks);
     const int batch = (int)to.batch / dist.ranks; /* this rank's part of each batch */
 
-    MS_TRY(ms_backend_open(&be, backend_name, dist.local_rank, threads, "bf16"));
+    MS_TRY(ms_backend_open(&be, backend_name, dist.local_rank, threads,
+                           to.precision));
     MS_TRY(ms_net_create(&net, &spec, be, MS_F32, (uint64_t)to.seed));
     MS_TRY(ms_allreduce_open(&ar, &dist, net, 0));
 
