@@ -715,7 +715,7 @@ static ms_status_t create_chunked(ms_shard_writer_t *w, const char *name, hid_t 
     H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER);
     *ds = H5Dcreate2(w->f.id, name, t, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
     if (*ds < 0)
-        st = MS_ERR(MS_EIO, "%s: cannot create /%s", w->f.path, name);
+        st = MS_ERR(MS_EIO, "%s: cannot create /%s: %s", w->f.path, name, ms_h5_reason());
     H5Pclose(dcpl);
     H5Sclose(sp);
     return st;
@@ -848,7 +848,8 @@ static ms_status_t put_image(ms_shard_writer_t *w, int i, const uint8_t *enc,
         for (int cx = 0; cx < w->spec.w; cx += w->tw, j++) {
             hsize_t off[4] = {(hsize_t)i, 0, (hsize_t)cy, (hsize_t)cx};
             if (H5Dwrite_chunk(w->images, H5P_DEFAULT, 0, off, sizes[j], enc + j * slot) < 0)
-                return MS_ERR(MS_EIO, "%s: cannot write image %d (disk full?)", w->f.path, i);
+                return MS_ERR(MS_EIO, "%s: cannot write image %d: %s", w->f.path, i,
+                              ms_h5_reason());
         }
     w->written[i] = 1;
     return MS_OK;
@@ -995,7 +996,7 @@ ms_status_t ms_shard_write_mask(ms_shard_writer_t *w, int i, const uint16_t *mas
     hid_t ms = H5Screate_simple(3, count, NULL);
     H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
     if (H5Dwrite(w->masks, H5T_NATIVE_UINT16, ms, fs, H5P_DEFAULT, mask) < 0)
-        st = MS_ERR(MS_EIO, "%s: cannot write mask %d", w->f.path, i);
+        st = MS_ERR(MS_EIO, "%s: cannot write mask %d: %s", w->f.path, i, ms_h5_reason());
     else
         w->mask_written[i] = 1;
     H5Sclose(ms);
