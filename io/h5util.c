@@ -16,6 +16,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,6 +48,21 @@ const char *ms_io_strerror(int e)
     case EPERM: return "permission denied (the folder or file is read-only for this user)";
     default: return strerror(e);
     }
+}
+
+uint64_t ms_io_memory_bytes(void)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGESIZE);
+    return pages > 0 && size > 0 ? (uint64_t)pages * (uint64_t)size : UINT64_MAX;
+}
+
+ms_status_t ms_io_check_memory(const char *path, const char *what, double bytes)
+{
+    double have = (double)ms_io_memory_bytes();
+    if (bytes <= have)
+        return MS_OK;
+    return MS_ERR(MS_ENOMEM, "%s: %s would take %.1f GiB, more than the %.1f GiB of memory of "
+                  "this machine", path, what, bytes / (1u << 30), have / (1u << 30));
 }
 
 /* What a walk of HDF5's error stack found: the innermost description, the errno of a failed
@@ -526,6 +542,156 @@ static void dims_text(char *buf, size_t n, int rank, const hsize_t *dims)
         snprintf(buf + o, n - o, "]");
 }
 
+/* ------------------------------------------------------------------ every byte read was written */
+
+/* HDF5 answers a read of storage that was never written with the fill value (zeros): a file
+ * made by another tool that declared /images but wrote only some of it would read as black
+ * images with exit 0. Before any read, the part read must exist on disk. */
+
+/* Layout and filters of a dataset; only_deflate: every filter is one whose output is at most
+ * about 1032 times smaller than its input (deflate, shuffle, fletcher32). */
+static ms_status_t ds_layout(hid_t ds, const char *what, H5D_layout_t *layout, int *rank,
+                             hsize_t *chunk, int *nfilters, int *only_deflate)
+{
+    hid_t dcpl = H5Dget_create_plist(ds);
+    if (dcpl < 0)
+        return MS_ERR(MS_EFORMAT, "cannot read the layout of %s: %s", what, h5_reason());
+    *layout = H5Pget_layout(dcpl);
+    *nfilters = 0;
+    *only_deflate = 1;
+    if (*layout == H5D_CHUNKED) {
+        *rank = H5Pget_chunk(dcpl, 8, chunk);
+        *nfilters = H5Pget_nfilters(dcpl);
+        for (int f = 0; f < *nfilters; f++) {
+            unsigned flags, cd[8], cfg;
+            size_t ncd = 8;
+            H5Z_filter_t id = H5Pget_filter2(dcpl, (unsigned)f, &flags, &ncd, cd, 0, NULL, &cfg);
+            if (id != H5Z_FILTER_DEFLATE && id != H5Z_FILTER_SHUFFLE &&
+                id != H5Z_FILTER_FLETCHER32)
+                *only_deflate = 0;
+        }
+    }
+    H5Pclose(dcpl);
+    if (*layout == H5D_VIRTUAL)
+        return MS_ERR(MS_EFORMAT, "%s is a virtual dataset: not read, because a source file "
+                      "that is missing reads as fill values (copy the data into the file)",
+                      what);
+    if (*layout == H5D_CHUNKED && *rank < 1)
+        return MS_ERR(MS_EFORMAT, "cannot read the chunk shape of %s", what);
+    return MS_OK;
+}
+
+ms_status_t ms_h5_check_region(hid_t ds, const char *what, int rank, const hsize_t *start,
+                               const hsize_t *count)
+{
+    ms_status_t st = MS_OK;
+    ms_h5_quiet();
+    H5D_layout_t layout;
+    hsize_t chunk[8];
+    int crank = 0, nf, only;
+    MS_TRY(ds_layout(ds, what, &layout, &crank, chunk, &nf, &only));
+    for (int d = 0; d < rank; d++)
+        if (!count[d])
+            return MS_OK;
+    if (layout == H5D_CONTIGUOUS) {
+        H5D_space_status_t ss;
+        if (H5Dget_space_status(ds, &ss) < 0 || ss != H5D_SPACE_STATUS_ALLOCATED)
+            MS_FAIL(MS_EFORMAT, "%s was never written (no storage allocated: it would read as "
+                    "fill values)", what);
+    } else if (layout == H5D_CHUNKED) {
+        if (crank != rank)
+            MS_FAIL(MS_EFORMAT, "%s: chunks of rank %d for a dataset of rank %d", what, crank,
+                    rank);
+        /* every chunk the window touches, odometer order */
+        hsize_t lo[8], hi[8], at[8];
+        for (int d = 0; d < rank; d++) {
+            lo[d] = start[d] / chunk[d] * chunk[d];
+            hi[d] = start[d] + count[d] - 1;
+            at[d] = lo[d];
+        }
+        for (;;) {
+            unsigned mask = 0;
+            haddr_t addr = HADDR_UNDEF;
+            hsize_t size = 0;
+            if (H5Dget_chunk_info_by_coord(ds, at, &mask, &addr, &size) < 0)
+                MS_FAIL(MS_EFORMAT, "%s: cannot locate a chunk: %s", what, h5_reason());
+            if (addr == HADDR_UNDEF || size == 0) {
+                char a[128];
+                dims_text(a, sizeof a, rank, at);
+                MS_FAIL(MS_EFORMAT, "%s: the chunk at %s was never written (it would read as "
+                        "fill values)", what, a);
+            }
+            int d = rank - 1;
+            while (d >= 0 && at[d] + chunk[d] > hi[d]) {
+                at[d] = lo[d];
+                d--;
+            }
+            if (d < 0)
+                break;
+            at[d] += chunk[d];
+        }
+    }
+done:
+    return st;
+}
+
+ms_status_t ms_h5_check_stored(hid_t loc, const char *name)
+{
+    ms_status_t st = MS_OK;
+    ms_h5_quiet();
+    hid_t ds = H5I_INVALID_HID, space = H5I_INVALID_HID, type = H5I_INVALID_HID;
+    char what[1024];
+    snprintf(what, sizeof what, "%s", ms_h5_where(loc, name));
+    ds = H5Dopen2(loc, name, H5P_DEFAULT);
+    if (ds < 0)
+        MS_FAIL(MS_EFORMAT, "cannot open %s: %s", what, h5_reason());
+    space = H5Dget_space(ds);
+    type = H5Dget_type(ds);
+    int rank = H5Sget_simple_extent_ndims(space);
+    hsize_t dims[8], zero[8] = {0};
+    if (rank < 0 || rank > 8 || H5Sget_simple_extent_dims(space, dims, NULL) < 0)
+        MS_FAIL(MS_EFORMAT, "%s: cannot read its shape", what);
+    double n = 1;
+    for (int d = 0; d < rank; d++)
+        n *= (double)dims[d];
+    if (n == 0)
+        goto done;
+    H5D_layout_t layout;
+    hsize_t chunk[8];
+    int crank = 0, nf, only;
+    MS_TRY(ds_layout(ds, what, &layout, &crank, chunk, &nf, &only));
+    if (layout == H5D_CHUNKED) {
+        /* all chunks counted in one walk of the index (about a microsecond each) */
+        double want = 1;
+        for (int d = 0; d < rank; d++)
+            want *= (double)((dims[d] + chunk[d] - 1) / chunk[d]);
+        hsize_t have = 0;
+        if (H5Dget_num_chunks(ds, space, &have) < 0)
+            MS_FAIL(MS_EFORMAT, "%s: cannot count its chunks: %s", what, h5_reason());
+        if ((double)have < want)
+            MS_FAIL(MS_EFORMAT, "%s: only %llu of its %.0f chunks were written (the rest would "
+                    "read as fill values)", what, (unsigned long long)have, want);
+        /* a declared size that its stored bytes cannot hold is damage (or a trap), found
+         * before anything is allocated for it */
+        double bytes = n * (double)H5Tget_size(type), stored = (double)H5Dget_storage_size(ds);
+        if (nf > 0 && only && bytes > 1100.0 * stored + 1e6)
+            MS_FAIL(MS_EFORMAT, "%s declares %.0f bytes but stores only %.0f, more than deflate "
+                    "can compress: the file is damaged", what, bytes, stored);
+    } else {
+        MS_TRY(ms_h5_check_region(ds, what, rank, zero, dims));
+    }
+    MS_TRY(ms_io_check_memory(what, "reading it whole",
+                              n * (double)H5Tget_size(type)));
+done:
+    if (type >= 0)
+        H5Tclose(type);
+    if (space >= 0)
+        H5Sclose(space);
+    if (ds >= 0)
+        H5Dclose(ds);
+    return st;
+}
+
 ms_status_t ms_h5_read(hid_t loc, const char *name, hid_t memtype, int rank, const hsize_t *dims,
                        void *buf)
 {
@@ -543,6 +709,7 @@ ms_status_t ms_h5_read(hid_t loc, const char *name, hid_t memtype, int rank, con
         dims_text(b, sizeof b, rank, dims);
         MS_FAIL(MS_ESHAPE, "%s has shape %s, expected %s", ms_h5_where(loc, name), a, b);
     }
+    MS_TRY(ms_h5_check_stored(loc, name));
     ds = H5Dopen2(loc, name, H5P_DEFAULT);
     if (ds < 0 || H5Dread(ds, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0)
         MS_FAIL(MS_EFORMAT, "cannot read %s: %s", ms_h5_where(loc, name), h5_reason());
@@ -683,6 +850,7 @@ ms_status_t ms_h5_read_strings(hid_t loc, const char *name, size_t n, char ***ou
     if (r != 1 || dims[0] != n)
         MS_FAIL(MS_ESHAPE, "%s has %s%llu entries, expected %zu", ms_h5_where(loc, name),
                 r != 1 ? "rank != 1 or " : "", (unsigned long long)dims[0], n);
+    MS_TRY(ms_h5_check_stored(loc, name));
     ds = H5Dopen2(loc, name, H5P_DEFAULT);
     ft = H5Dget_type(ds);
     sp = H5Dget_space(ds);

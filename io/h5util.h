@@ -7,6 +7,7 @@
 
 #include <hdf5.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "engine/status.h"
 
@@ -14,6 +15,13 @@
  * one error stack per thread). Every function here calls it; call it yourself before calling
  * HDF5 directly from a new thread. */
 void ms_h5_quiet(void);
+
+/* Physical memory of this machine in bytes (UINT64_MAX when unknown). */
+uint64_t ms_io_memory_bytes(void);
+/* Resources are checked before they are taken: MS_ENOMEM "path: what would take X GiB, more
+ * than the Y GiB of memory of this machine" when bytes exceeds the physical memory, so that
+ * a size read from a file ends in a message, never in the kernel's out-of-memory killer. */
+ms_status_t ms_io_check_memory(const char *path, const char *what, double bytes);
 
 /* Words for the errno of a failed write or create, the way a user reads them: ENOSPC and
  * EDQUOT "no space left ...", EROFS "read-only file system", EACCES and EPERM "permission
@@ -69,8 +77,19 @@ ms_status_t ms_h5_write_checked(hid_t loc, const char *name, hid_t memtype, int 
                                 const hsize_t *dims, const void *data);
 /* Rank and dims (up to 8) of a dataset. */
 ms_status_t ms_h5_dims(hid_t loc, const char *name, int *rank, hsize_t *dims);
+/* Every byte read is a byte written: HDF5 reads storage that was never written as the fill
+ * value (zeros), so before a read the part read must exist. MS_EFORMAT naming the dataset
+ * when the window start..start+count-1 of dataset ds (what: its name for messages) touches a
+ * chunk that was never written, or the dataset is contiguous and was never written, or it is
+ * virtual (a missing source file reads as fill values). */
+ms_status_t ms_h5_check_region(hid_t ds, const char *what, int rank, const hsize_t *start,
+                               const hsize_t *count);
+/* The same for the whole dataset (one walk of its chunk index), and a declared size its stored
+ * bytes cannot hold (more than deflate compresses) refused: call it before allocating memory
+ * sized by the dataset's shape. ms_h5_read and ms_h5_read_strings call it. */
+ms_status_t ms_h5_check_stored(hid_t loc, const char *name);
 /* Reads a whole dataset converted to memtype after checking that its rank and dims equal the
- * expected ones. */
+ * expected ones and that it was written (ms_h5_check_stored). */
 ms_status_t ms_h5_read(hid_t loc, const char *name, hid_t memtype, int rank, const hsize_t *dims,
                        void *buf);
 
