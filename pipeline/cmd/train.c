@@ -384,13 +384,15 @@ int ms_cmd_train(int argc, char **argv)
                    "  data     %d training shard(s), %ld labelled images: %ld batches of %ld "
                    "per epoch, %dx%d %s\n"
                    "  val      %d shard(s), %ld labelled images\n"
-                   "  steps    %ld of %ld (epochs %ld), a checkpoint every %ld steps, %ld kept\n"
-                   "  run      %s (writable)\n",
+                   "  steps    %ld (%ld epochs), %ld still to run; a checkpoint every %ld "
+                   "steps, the last %ld kept\n"
+                   "  run      %s (%s)\n",
                    cli.config_path, spec.nlayers, ms_spec_nparams(&spec), spec.channels,
                    spec.classes, desc, ntrain, labelled, per, to.batch, tw, th,
-                   crop ? "crops" : "images", nval, labelled_val,
-                   per * to.epochs - (resume ? ck.step : 0), per * to.epochs, to.epochs,
-                   to.checkpoint_every > 0 ? to.checkpoint_every : per, to.keep, run);
+                   crop ? "crops" : "images", nval, labelled_val, per * to.epochs, to.epochs,
+                   per * to.epochs - (resume ? ck.step : 0),
+                   to.checkpoint_every > 0 ? to.checkpoint_every : per, to.keep, run,
+                   access(run, F_OK) == 0 ? "writable" : "to be made; writable");
             if (resume)
                 printf("  resume   from %s (step %ld, epoch %ld)\n", path, ck.step, ck.epoch);
         }
