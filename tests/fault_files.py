@@ -102,6 +102,10 @@ def refused(name, r, *words):
                  f"exit {r.returncode}: {err.strip()[-300:]}")
 
 
+def data_offset(ds):
+    """File offset of a dataset's first stored byte (chunked or contiguous)."""
+    return ds.id.get_chunk_info(0).byte_offset if ds.chunks else ds.id.get_offset()
+
 def main():
     if len(sys.argv) != 4:
         print(__doc__)
@@ -179,12 +183,23 @@ def run_checks(ms, tool, root):
             "--set", f"data.train={long_path} {long_path}", "--set", "data.val=data/test.h5",
             "--set", "train.checkpoint_every=2", "--set", "train.keep=5",
             "--threads", "1", "--progress", "lines"]
-    r = sh([ms, "train", *tiny, "--set", "train.epochs=1", "--run", "run"])
-    if not check(f"train with a data.train of {2 * len(long_path) + 1} characters", r.returncode == 0,
-                 r.stderr[-500:]):
+    r = sh([ms, "train", *tiny, "--set", "train.epochs=1", "--run", "long"])
+    if not check(f"train with a data.train of {2 * len(long_path) + 1} characters",
+                 r.returncode == 0, r.stderr[-500:]):
         return
-    cks = sorted(f for f in os.listdir("run") if f.startswith("ckpt-"))
-    ck = os.path.join("run", cks[-1])
+    ck_long = os.path.join("long", sorted(f for f in os.listdir("long") if f.startswith("ckpt-"))[-1])
+    r = sh([ms, "score", "--checkpoint", ck_long, "--out", "s_long", "--threads", "1",
+            "data/test.h5"])
+    check("...its checkpoint loads (score)", r.returncode == 0, r.stderr[-500:])
+    r = sh([ms, "train", *tiny, "--set", "train.epochs=2", "--run", "long", "--resume"])
+    check("...and resumes", r.returncode == 0 and "(resumed)" in r.stdout, r.stderr[-500:])
+
+    # the damage below is done to a checkpoint of a short config
+    short = [a if not a.startswith("data.train=") else "data.train=data/train.h5" for a in tiny]
+    r = sh([ms, "train", *short, "--set", "train.epochs=1", "--run", "short"])
+    if not check("train with a short config", r.returncode == 0, r.stderr[-300:]):
+        return
+    ck = os.path.join("short", sorted(f for f in os.listdir("short") if f.startswith("ckpt-"))[-1])
     with h5py.File(ck, "r") as f:
         check("checkpoint: format version 2, every weight dataset checksummed (fletcher32)",
               int(f.attrs["format_version"]) == 2 and all(
@@ -192,11 +207,11 @@ def run_checks(ms, tool, root):
                                          f["norm/std"], f["optimizer/m"])))
     r = sh([ms, "score", "--checkpoint", ck, "--out", "s_good", "--threads", "1",
             "data/test.h5"])
-    check("...and its checkpoint loads (score)", r.returncode == 0, r.stderr[-500:])
-    r = sh([ms, "train", *tiny, "--set", "train.epochs=2", "--run", "run", "--resume"])
-    check("...and resumes", r.returncode == 0 and "(resumed)" in r.stdout, r.stderr[-500:])
-    with h5py.File("s_good/test.scores.h5", "r") as f:
-        good = f["mil_prob"][()]
+    check("it scores", r.returncode == 0, r.stderr[-500:])
+    good = None
+    if os.path.exists("s_good/test.scores.h5"):
+        with h5py.File("s_good/test.scores.h5", "r") as f:
+            good = f["mil_prob"][()]
 
     def variant(name, edit):
         p = f"{name}.h5"
@@ -207,7 +222,7 @@ def run_checks(ms, tool, root):
 
     def flip(p):
         with h5py.File(p, "r") as f:
-            off = f["weights/conv2/weight"].id.get_chunk_info(0).byte_offset
+            off = data_offset(f["weights/conv2/weight"])
         with open(p, "r+b") as fh:
             fh.seek(off + 5)
             b = fh.read(1)
@@ -251,7 +266,8 @@ def run_checks(ms, tool, root):
                r.stderr[-300:])
     if ok:
         with h5py.File("s_v1/test.scores.h5", "r") as f:
-            check("...and scores exactly as its version 2 copy", np.array_equal(f["mil_prob"][()], good))
+            check("...and scores exactly as its version 2 copy",
+                  good is not None and np.array_equal(f["mil_prob"][()], good))
 
     def v1edit(p):
         v1(p)

@@ -152,7 +152,7 @@ done:
  * one would not fit either. */
 static ms_status_t resume_from(const char *run, ms_net_t *net, long seed,
                                const char *class_names, const char *channel_names,
-                               ms_ckpt_t *ck, char *path, size_t npath)
+                               ms_ckpt_t *ck, char *path, size_t npath, int say)
 {
     ms_status_t st = MS_OK;
     long steps[4096];
@@ -178,7 +178,7 @@ static ms_status_t resume_from(const char *run, ms_net_t *net, long seed,
                 goto done; /* the config's network is not the checkpoint's */
         }
         if (st == MS_OK) {
-            if (i > 0)
+            if (i > 0 && say)
                 printf("milscreen train: resuming from %s instead (step %ld)\n", path,
                        ck->step);
             return MS_OK;
@@ -187,8 +187,9 @@ static ms_status_t resume_from(const char *run, ms_net_t *net, long seed,
             goto done;
         snprintf(why, sizeof why, "%s", ms_error_message());
         ms_checkpoint_free(ck);
-        fprintf(stderr, "milscreen train: %s is damaged, not resuming from it: %s\n", path,
-                why);
+        if (say)
+            fprintf(stderr, "milscreen train: %s is damaged, not resuming from it: %s\n", path,
+                    why);
     }
     st = MS_ERR(MS_EFORMAT, "--resume: none of the %d checkpoints in %s can be read (the oldest: "
                 "%s)", n, run, why);
@@ -366,7 +367,8 @@ int ms_cmd_train(int argc, char **argv)
 
     long epoch0 = 0, batch0 = 0;
     if (resume) {
-        MS_TRY(resume_from(run, net, to.seed, names, channel_names, &ck, path, sizeof path));
+        MS_TRY(resume_from(run, net, to.seed, names, channel_names, &ck, path, sizeof path,
+                           dist.rank == 0));
         epoch0 = ck.epoch;
         batch0 = ck.batch;
     }
