@@ -680,8 +680,6 @@ ms_status_t ms_h5_check_stored(hid_t loc, const char *name)
     } else {
         MS_TRY(ms_h5_check_region(ds, what, rank, zero, dims));
     }
-    MS_TRY(ms_io_check_memory(what, "reading it whole",
-                              n * (double)H5Tget_size(type)));
 done:
     if (type >= 0)
         H5Tclose(type);
@@ -816,6 +814,8 @@ static ms_status_t read_strings_obj(hid_t obj, hid_t ftype, hid_t space, read_fn
         free(v);
     } else {
         size_t w = H5Tget_size(ftype);
+        /* the width comes from the file: n strings of it must fit in memory */
+        MS_TRY(ms_io_check_memory(what, "its strings", (double)n * ((double)w + 1)));
         mt = H5Tcopy(H5T_C_S1);
         H5Tset_size(mt, w + 1);
         H5Tset_strpad(mt, H5T_STR_NULLTERM);

@@ -86,7 +86,8 @@ ms_status_t ms_h5_check_region(hid_t ds, const char *what, int rank, const hsize
                                const hsize_t *count);
 /* The same for the whole dataset (one walk of its chunk index), and a declared size its stored
  * bytes cannot hold (more than deflate compresses) refused: call it before allocating memory
- * sized by the dataset's shape. ms_h5_read and ms_h5_read_strings call it. */
+ * sized by the dataset's shape. ms_h5_read and ms_h5_read_strings call it (the latter also
+ * checks that the strings fit in memory: their width comes from the file). */
 ms_status_t ms_h5_check_stored(hid_t loc, const char *name);
 /* Reads a whole dataset converted to memtype after checking that its rank and dims equal the
  * expected ones and that it was written (ms_h5_check_stored). */

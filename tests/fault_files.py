@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import zlib
 
 import h5py
 import numpy as np
@@ -167,6 +168,33 @@ def run_checks(ms, tool, root):
     shard("huge_cells.h5", cells=1 << 29)
     refused("2^29 cells declared, none written: refused before the count sizes an allocation",
             dump(tool, "huge_cells.h5"), "huge_cells.h5", "cells")
+
+    # ...but a shard larger than memory is fine: only one image at a time is held. 800 images
+    # of 4096 x 4096, black: 25 GiB of pixels in 25 MB of deflated chunks, written directly
+    n_big = max(800, int(1.05 * os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+                         / (4096 * 4096 * 2)) + 1)
+    with h5py.File("larger_than_memory.h5", "w") as f:
+        f.attrs["format"] = "milscreen-shard"
+        f.attrs["format_version"] = np.int64(1)
+        f.attrs["channel_names"] = ["dna"]
+        f.attrs["class_names"] = ["a", "b", "c"]
+        f.attrs["multi_label"] = np.int64(0)
+        d = f.create_dataset("images", shape=(n_big, 1, 4096, 4096), dtype="u2",
+                             chunks=(1, 1, 4096, 4096), compression="gzip", shuffle=True)
+        black = zlib.compress(bytes(4096 * 4096 * 2), 1)
+        for i in range(n_big):
+            d.id.write_direct_chunk((i, 0, 0, 0), black)
+        f["meta/image_id"] = np.array([f"i{i}".encode() for i in range(n_big)])
+        for k in ("plate", "well", "treatment"):
+            f[f"meta/{k}"] = np.array([b"P1"] * n_big)
+        f["meta/site"] = np.zeros(n_big, "i4")
+        f["meta/replicate"] = np.ones(n_big, "i4")
+        f["meta/label"] = (np.arange(n_big) % 3).astype("i4")
+    r = sh([ms, "train", "--config", os.path.join(root, "configs", "paper.ini"), "--set",
+            "net.channels=1", "--set", "net.classes=3", "--set", "train.crop=900",
+            "--set", "data.train=larger_than_memory.h5", "--run", "big", "--dry-run"])
+    check(f"a shard of {n_big} 4096 x 4096 images, more than memory, opens (train --dry-run)",
+          r.returncode == 0 and f"{n_big} labelled images" in r.stdout, r.stderr[-300:])
 
     # -- 5. checkpoints prove themselves ----------------------------------------------------
     r = sh([ms, "synth", "--preset", "tiny", "--size", "64x64", "--sites", "1", "--treatments",

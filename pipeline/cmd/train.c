@@ -92,12 +92,13 @@ static ms_status_t check_writable(const char *dir)
                               ms_io_strerror(errno));
             return MS_OK;
         }
+        if (!strcmp(buf, ".") || !strcmp(buf, "/"))
+            return MS_ERR(MS_EIO, "run folder %s: %s: %s", dir, buf, ms_io_strerror(errno));
         char *slash = strrchr(buf, '/');
-        if (!slash || slash == buf) {
+        if (!slash || slash == buf)
             snprintf(buf, sizeof buf, "%s", slash == buf ? "/" : ".");
-            continue;
-        }
-        *slash = 0;
+        else
+            *slash = 0;
     }
 }
 
