@@ -373,13 +373,19 @@ ms_status_t ms_loader_open(ms_loader_t **out, const ms_loader_opts_t *o)
         L->q = 1;
     size_t per = (size_t)L->c * L->h * L->w;
     /* sizes read from the shards times the batch: checked before anything is taken */
-    double need = (double)L->q * o->batch * (double)per * sizeof(float) +
-                  (double)(L->o.threads ? L->o.threads : 1) * L->c * L->maxh * L->maxw * 2 +
-                  (double)o->cache_bytes;
     {
-        char what[160];
-        snprintf(what, sizeof what, "%d batches of %d images of %dx%dx%d ahead, and a cache of "
-                 "%zu MiB,", L->q, o->batch, L->c, L->h, L->w, o->cache_bytes >> 20);
+        /* the cache fills up to cache_bytes, or with every decoded image if they take less */
+        double all = 0;
+        for (int s = 0; s < L->ns; s++)
+            all += (double)ms_shard_count(L->shards[s]) * L->c * ms_shard_height(L->shards[s]) *
+                   ms_shard_width(L->shards[s]) * 2;
+        double cache = (double)o->cache_bytes < all ? (double)o->cache_bytes : all;
+        double need = (double)L->q * o->batch * (double)per * sizeof(float) +
+                      (double)(L->o.threads ? L->o.threads : 1) * L->c * L->maxh * L->maxw * 2 +
+                      cache;
+        char what[200];
+        snprintf(what, sizeof what, "%d batches of %d images of %dx%dx%d ahead and %.0f MiB of "
+                 "decoded images cached", L->q, o->batch, L->c, L->h, L->w, cache / (1 << 20));
         MS_TRY(ms_io_check_memory(o->paths[0], what, need));
     }
     MS_ALLOC(L->slots, L->q, "loader slots");
