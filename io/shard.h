@@ -68,6 +68,14 @@ const char *ms_shard_channel_name(const ms_shard_t *s, int c);
  * (the checkpoint's form); malloc'd, NULL when out of memory. */
 char *ms_shard_names_joined(const ms_shard_t *s, int channels);
 int ms_shard_multi_label(const ms_shard_t *s);
+/* Identity by name, not by index: MS_EFORMAT when the '\n'-joined name lists a and b differ,
+ * naming both in order ("classes differ ...: A has [x, y, z]; B has [x, y]"). kind: "classes"
+ * or "channels"; a_from, b_from: where each list comes from (a file). */
+ms_status_t ms_names_check(const char *kind, const char *a_from, const char *a,
+                           const char *b_from, const char *b);
+/* a and b have the same channel names, the same class names in the same order, and the same
+ * kind of labels (single or multi); else MS_EFORMAT naming both files and both lists. */
+ms_status_t ms_shard_check_same(const ms_shard_t *a, const ms_shard_t *b);
 /* Compression of /images as stored: MS_COMP_NONE or MS_COMP_DEFLATE (level unknown: 0). */
 ms_comp_t ms_shard_compression(const ms_shard_t *s);
 

@@ -103,10 +103,14 @@ done:
 
 int ms_cli_fail(const char *cmd, ms_status_t st)
 {
-    fprintf(stderr, "milscreen %s: error: %s\n", cmd, ms_error_message());
+    /* stopped on request is an outcome, not an error: said as it is, with its own status */
+    fprintf(stderr, "milscreen %s: %s%s\n", cmd, st == MS_EINTERRUPT ? "" : "error: ",
+            ms_error_message());
     const char *t = getenv("MS_TRACE");
     if (t && *t && strcmp(t, "0"))
         fprintf(stderr, "  (%s; %s)\n", ms_status_name(st), ms_error_trace());
+    if (st == MS_EINTERRUPT)
+        return MS_EXIT_INTERRUPTED;
     return (st == MS_EARG || st == MS_ECONFIG) ? 2 : 1;
 }
 

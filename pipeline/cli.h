@@ -48,8 +48,13 @@ ms_status_t ms_cli_config(const ms_cli_t *cli, ms_config_t **cfg);
  * passed), prints cfg as INI text to stdout, each key not given marked "; default" and each
  * from --set "; --set", so that the output is itself a config giving the same run. */
 ms_status_t ms_cli_print_config(const ms_cli_t *cli, const ms_config_t *cfg, const char *origin);
+/* Exit status of a command stopped by a signal after saving its state ("stopped, resumable"):
+ * EX_TEMPFAIL of sysexits.h, distinct from 1 (failure) and 2 (usage); slurm/train.sbatch
+ * requeues on it. */
+#define MS_EXIT_INTERRUPTED 75
 /* Prints "milscreen CMD: error: message" (and the trace with MS_TRACE=1); returns the exit
- * code for the status: 2 for usage and configuration errors, 1 otherwise. */
+ * code for the status: 2 for usage and configuration errors, MS_EXIT_INTERRUPTED (75, the
+ * message printed without "error:") for MS_EINTERRUPT, 1 otherwise. */
 int ms_cli_fail(const char *cmd, ms_status_t st);
 /* Exit code 2 with "try 'milscreen CMD --help'". */
 int ms_cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

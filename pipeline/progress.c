@@ -102,6 +102,8 @@ void ms_progress_step(ms_progress_t *p, long step, long epoch, double loss, long
     /* the backend's share of this interval's training steps (validation and checkpoints
      * left out): the steady state, not diluted by the start-up */
     const ms_timing_t *a = &p->time, *b = &p->time_last;
+    if (force && a->engine == b->engine && p->last > p->t0)
+        return; /* no step since the last line (it ended the epoch): nothing new to say */
     double steps = (now - p->last) - (a->validation - b->validation) -
                    (a->checkpoint - b->checkpoint);
     double busy = steps > 0 ? (a->engine - b->engine) / steps : 0;

@@ -321,6 +321,9 @@ TINY = ["--set", "conv1.filters=4", "--set", "conv2.filters=4", "--set", "conv3.
         "--set", "conv4.filters=8", "--set", "conv5.filters=8", "--set", "conv6.filters=8",
         "--set", "net.classes=3", "--set", "train.crop=0", "--set", "train.batch=2"]
 SB = ["--cpus-per-task=1", "--time=10"]
+# train.sbatch's own #SBATCH --signal=B:USR1@600 fires at once under a 10-minute limit (and a
+# signal that reaches milscreen before it has started ends it): train jobs get 30 minutes
+TRAIN_SB = SB + ["--time=30"]
 
 
 def run_checks(cl, jobs, ms, root, slurm, work, h5py, np, existing):
@@ -339,7 +342,7 @@ def run_checks(cl, jobs, ms, root, slurm, work, h5py, np, existing):
     # -- 1. the chained pipeline ------------------------------------------------------------
     r = subprocess.run([os.path.join(slurm, "pipeline.sh"), "--work", f"{work}/pipe", "--synth",
                         "--synth-args", "--size 96x96 --treatments 2 --replicates 2 --sites 1 --threads 1",
-                        *TINY, "--set", "train.epochs=2", "--sbatch", " ".join(SB)],
+                        *TINY, "--set", "train.epochs=2", "--sbatch", " ".join(TRAIN_SB)],
                        env=cl.env, capture_output=True, text=True, cwd=work)
     m = re.search(r"^jobs: (\d+) (\d+) (\d+)$", r.stdout, re.M)
     check("pipeline.sh submits three jobs and prints their ids", r.returncode == 0 and m,
@@ -357,7 +360,7 @@ def run_checks(cl, jobs, ms, root, slurm, work, h5py, np, existing):
 
     # -- 2. signal, checkpoint, requeue, resume ---------------------------------------------
     epochs = 100  # 600 steps: seconds on one core, long enough to be signalled mid-run
-    tr = jobs.submit(SB + ["--job-name=sig", f"--output={work}/sig-%j.out",
+    tr = jobs.submit(TRAIN_SB + ["--job-name=sig", f"--output={work}/sig-%j.out",
                            os.path.join(slurm, "train.sbatch"), paper, f"{work}/sigrun", *TINY,
                            "--set", f"train.epochs={epochs}", "--set", f"data.train={work}/d128/train.h5",
                            "--set", f"data.val={work}/d128/test.h5"])
@@ -367,7 +370,7 @@ def run_checks(cl, jobs, ms, root, slurm, work, h5py, np, existing):
     with open(f"{work}/grid.txt", "w") as f:
         f.write("# lr and conv6 width\n\ntrain.lr=0.001 conv6.filters=8\n"
                 "--set train.lr=0.0005 --set conv6.filters=12\n")
-    gr = jobs.submit(SB + ["--array=1-2", f"--output={work}/grid-%A_%a.out",
+    gr = jobs.submit(TRAIN_SB + ["--array=1-2", f"--output={work}/grid-%A_%a.out",
                            "--export=ALL,GRID=grid.txt",
                            os.path.join(slurm, "train.sbatch"), paper, "grid",
                            *TINY, *data, "--set", "train.epochs=1"])

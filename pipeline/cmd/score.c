@@ -556,9 +556,11 @@ static ms_status_t write_mask(hid_t ds, int i, int k, int H, int W, const uint8_
     herr_t r = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
     if (r >= 0)
         r = H5Dwrite(ds, H5T_NATIVE_UINT8, ms, fs, H5P_DEFAULT, m);
+    ms_status_t st = r < 0 ? MS_ERR(MS_EIO, "%s: writing the mask of image %d failed: %s",
+                                    ms_h5_where(ds, NULL), i, ms_h5_reason()) : MS_OK;
     H5Sclose(ms);
     H5Sclose(fs);
-    return r < 0 ? MS_ERR(MS_EIO, "writing the mask of image %d failed", i) : MS_OK;
+    return st;
 }
 
 /* Dimension labels on dataset name (h5py's dims[i].label; HDFView and ViTables show them)

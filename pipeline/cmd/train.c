@@ -1,7 +1,9 @@
 /* milscreen train: trains the network of a config on plate shards with Adam; validation
  * each epoch; atomic checkpoints every N steps and at the end, the last K kept; --resume
- * continues bit for bit (dropout masks and shuffles are functions of seed, step and epoch);
- * SIGUSR1/SIGTERM/SIGINT write a checkpoint and stop cleanly so --requeue jobs resume. */
+ * continues bit for bit (dropout masks and shuffles are functions of seed, step and epoch)
+ * from the newest checkpoint that proves itself; SIGUSR1/SIGTERM/SIGINT/SIGHUP write a
+ * checkpoint and stop with exit status 75 so --requeue jobs resume. Every input is checked
+ * before the first step (and only checked, with --dry-run). */
 #include <math.h>
 #include <errno.h>
 #include <signal.h>
@@ -12,6 +14,7 @@
 #include <unistd.h>
 
 #include "engine/net.h"
+#include "io/h5util.h"
 #include "io/loader.h"
 #include "io/shard.h"
 #include "ms_build_config.h"
@@ -26,18 +29,36 @@
 static volatile sig_atomic_t stop_signal;
 static void on_signal(int sig) { stop_signal = sig; }
 
+static const char *signal_name(int sig)
+{
+    switch (sig) {
+    case SIGUSR1: return "SIGUSR1";
+    case SIGTERM: return "SIGTERM";
+    case SIGINT: return "SIGINT";
+    case SIGHUP: return "SIGHUP";
+    default: return "a signal";
+    }
+}
+
 static void help(void)
 {
     printf(
         "usage: milscreen train --config FILE [--set section.key=value ...] [--resume]\n"
         "                       [--run DIR] [--backend auto|cpu|cuda|ref] [--threads N]\n"
-        "                       [--progress auto|lines|bar]\n\n"
+        "                       [--progress auto|lines|bar] [--dry-run]\n\n"
         "Trains the network of FILE on the shards of [data] train, validating on [data] val\n"
         "after every epoch. Checkpoints go to the run folder (default runs/<config name>):\n"
         "ckpt-<step>.h5 every [train] checkpoint_every steps and at the end, the last\n"
         "[train] keep kept, written atomically; log.jsonl has one JSON line per interval.\n"
+        "Every shard must have the network's channels and classes, by name and in order,\n"
+        "the validation shards those of the training shards.\n"
         "--resume continues from the newest checkpoint of the run folder, bit for bit on the\n"
-        "same machine. SIGUSR1, SIGTERM or Ctrl-C write a checkpoint and stop.\n"
+        "same machine; a damaged one (truncated, a changed byte) is said and the one before\n"
+        "it is used. --dry-run checks every input (config, shards, run folder, the checkpoint\n"
+        "to resume from), says what would run and stops without training.\n"
+        "SIGUSR1, SIGTERM, SIGHUP or Ctrl-C write a checkpoint and stop.\n\n"
+        "exit status: 0 done; 75 stopped by a signal after writing a checkpoint (resume with\n"
+        "--resume); 1 failure; 2 usage or configuration error.\n"
         "log.jsonl also has one \"epoch\" line per epoch (training and validation loss and\n"
         "accuracy, learning rate, time): 'milscreen plot RUN' draws them.\n"
         "--print-config prints the config as read, every default filled in, and exits.\n\n"
@@ -58,6 +79,131 @@ static int split_paths(char *s, const char **out, int max)
         out[n++] = tok;
     return n;
 }
+
+/* --dry-run: the run folder could be made and written without making it: the nearest
+ * folder on its path that exists must be a writable folder (access() also sees a read-only
+ * mount, which root's permissions do not). */
+static ms_status_t check_writable(const char *dir)
+{
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf)
+        return MS_ERR(MS_EARG, "%s: path too long", dir);
+    for (;;) {
+        struct stat sb;
+        if (stat(buf, &sb) == 0) {
+            if (!S_ISDIR(sb.st_mode))
+                return MS_ERR(MS_EIO, "%s: not a folder (the run folder is %s)", buf, dir);
+            if (access(buf, W_OK | X_OK) != 0)
+                return MS_ERR(MS_EIO, "run folder %s: cannot write in %s: %s", dir, buf,
+                              ms_io_strerror(errno));
+            return MS_OK;
+        }
+        if (!strcmp(buf, ".") || !strcmp(buf, "/"))
+            return MS_ERR(MS_EIO, "run folder %s: %s: %s", dir, buf, ms_io_strerror(errno));
+        char *slash = strrchr(buf, '/');
+        if (!slash || slash == buf)
+            snprintf(buf, sizeof buf, "%s", slash == buf ? "/" : ".");
+        else
+            *slash = 0;
+    }
+}
+
+/* Opens every shard and checks it against the network and the first training shard:
+ * channels and classes by name and in order, the label kind; counts labelled images. The
+ * first training shard stays open in *out. */
+static ms_status_t check_shards(const ms_spec_t *spec, const char *cfg_path,
+                                const char *const *train, int ntrain, const char *const *val,
+                                int nval, long *labelled_train, long *labelled_val,
+                                ms_shard_t **out)
+{
+    ms_status_t st = MS_OK;
+    ms_shard_t *first = NULL, *s = NULL;
+    *labelled_train = *labelled_val = 0;
+    MS_TRY(ms_shard_open(&first, train[0]));
+    if (ms_shard_channels(first) != spec->channels || ms_shard_classes(first) != spec->classes)
+        MS_FAIL(MS_EFORMAT,
+                "%s has %d channels and %d classes; the network of %s takes %d and %d",
+                train[0], ms_shard_channels(first), ms_shard_classes(first), cfg_path,
+                spec->channels, spec->classes);
+    if (spec->fc >= 0 && (spec->layers[spec->fc].head == MS_HEAD_SIGMOID) !=
+                             (ms_shard_multi_label(first) != 0))
+        MS_FAIL(MS_ECONFIG, "%s is %s-label but [%s] head = %s", train[0],
+                ms_shard_multi_label(first) ? "multi" : "single", spec->layers[spec->fc].name,
+                spec->layers[spec->fc].head == MS_HEAD_SIGMOID ? "sigmoid" : "softmax");
+    for (int j = 0; j < ntrain + nval; j++) {
+        const char *path = j < ntrain ? train[j] : val[j - ntrain];
+        ms_shard_t *t = first;
+        if (j) {
+            MS_TRY(ms_shard_open(&s, path));
+            MS_TRY(ms_shard_check_same(first, s));
+            t = s;
+        }
+        long n = 0;
+        for (int i = 0; i < ms_shard_count(t); i++)
+            n += ms_shard_labelled(t, i);
+        *(j < ntrain ? labelled_train : labelled_val) += n;
+        ms_shard_close(s);
+        s = NULL;
+    }
+    *out = first;
+    first = NULL;
+done:
+    ms_shard_close(s);
+    ms_shard_close(first);
+    return st;
+}
+
+/* --resume: the newest checkpoint of run that proves itself is loaded into net (weights,
+ * Adam state, step) and its metadata into ck; a damaged one is said and skipped. A checkpoint
+ * of another run (seed, classes, channels, network shape) stops the resume instead: an older
+ * one would not fit either. */
+static ms_status_t resume_from(const char *run, ms_net_t *net, long seed,
+                               const char *class_names, const char *channel_names,
+                               ms_ckpt_t *ck, char *path, size_t npath, int say)
+{
+    ms_status_t st = MS_OK;
+    long steps[4096];
+    int n = ms_checkpoint_list(run, steps, 4096);
+    char why[1024] = "";
+    if (n == 0)
+        return MS_ERR(MS_EARG, "--resume: no checkpoint in %s", run);
+    for (int i = 0; i < n; i++) {
+        if (ms_checkpoint_path(run, steps[i], path, npath))
+            return MS_ERR(MS_EARG, "%s: path too long", run);
+        st = ms_checkpoint_read_meta(path, ck);
+        if (st == MS_OK) {
+            if (ck->seed != (uint64_t)seed)
+                return MS_ERR(MS_ECONFIG, "--resume: %s was trained with seed %llu, the config "
+                              "says %ld", path, (unsigned long long)ck->seed, seed);
+            MS_TRY(ms_names_check("classes", path, ck->class_names, "the training shards",
+                                  class_names));
+            if (ck->channel_names && ck->channel_names[0])
+                MS_TRY(ms_names_check("channels", path, ck->channel_names,
+                                      "the training shards", channel_names));
+            st = ms_checkpoint_load(path, net, 1);
+            if (st == MS_ESHAPE)
+                goto done; /* the config's network is not the checkpoint's */
+        }
+        if (st == MS_OK) {
+            if (i > 0 && say)
+                printf("milscreen train: resuming from %s instead (step %ld)\n", path,
+                       ck->step);
+            return MS_OK;
+        }
+        if (st != MS_EFORMAT && st != MS_EIO)
+            goto done;
+        snprintf(why, sizeof why, "%s", ms_error_message());
+        ms_checkpoint_free(ck);
+        if (say)
+            fprintf(stderr, "milscreen train: %s is damaged, not resuming from it: %s\n", path,
+                    why);
+    }
+    st = MS_ERR(MS_EFORMAT, "--resume: none of the %d checkpoints in %s can be read (the oldest: "
+                "%s)", n, run, why);
+done:
+    return st;
+}
+
 
 /* Images whose arg-max class is a true class, for the MIL output and the head, over the n
  * rows of P and Y (n, K) against targets t (n, K); a network without a head counts none. */
@@ -184,8 +330,9 @@ int ms_cmd_train(int argc, char **argv)
                                          {"backend", required_argument, 0, 'b'},
                                          {"threads", required_argument, 0, 't'},
                                          {"progress", required_argument, 0, 'p'},
+                                         {"dry-run", no_argument, 0, 'n'},
                                          {0, 0, 0, 0}};
-    int resume = 0, threads = 0, opt;
+    int resume = 0, threads = 0, dry_run = 0, opt;
     const char *run_dir = NULL, *backend_name = "auto";
     ms_progress_mode_t pmode = MS_PROGRESS_AUTO;
     optind = 1;
@@ -198,6 +345,7 @@ int ms_cmd_train(int argc, char **argv)
         switch (opt) {
         case MS_OPT_HELP: help(); return 0;
         case 'r': resume = 1; break;
+        case 'n': dry_run = 1; break;
         case 'o': run_dir = optarg; break;
         case 'b': backend_name = optarg; break;
         case 't':
@@ -242,6 +390,7 @@ int ms_cmd_train(int argc, char **argv)
     signal(SIGUSR1, on_signal);
     signal(SIGTERM, on_signal);
     signal(SIGINT, on_signal);
+    signal(SIGHUP, on_signal);
     MS_TRY(ms_dist_open(&dist));
     MS_TRY(ms_cli_config(&cli, &cfg));
     MS_TRY(ms_spec_from_config(&spec, cfg));
@@ -271,20 +420,15 @@ int ms_cmd_train(int argc, char **argv)
         base = base ? base + 1 : cli.config_path;
         snprintf(run, sizeof run, "runs/%.*s", (int)(strcspn(base, ".")), base);
     }
-    MS_TRY(ms_mkdirs(run));
+    if (dry_run)
+        MS_TRY(check_writable(run));
+    else
+        MS_TRY(ms_mkdirs(run));
 
-    /* data: every training shard must fit the network */
-    MS_TRY(ms_shard_open(&first, train_paths[0]));
-    if (ms_shard_channels(first) != spec.channels || ms_shard_classes(first) != spec.classes)
-        MS_FAIL(MS_EFORMAT,
-                "%s has %d channels and %d classes; the network of %s takes %d and %d",
-                train_paths[0], ms_shard_channels(first), ms_shard_classes(first),
-                cli.config_path, spec.channels, spec.classes);
-    if (spec.fc >= 0 && (spec.layers[spec.fc].head == MS_HEAD_SIGMOID) !=
-                            (ms_shard_multi_label(first) != 0))
-        MS_FAIL(MS_ECONFIG, "%s is %s-label but [%s] head = %s", train_paths[0],
-                ms_shard_multi_label(first) ? "multi" : "single", spec.layers[spec.fc].name,
-                spec.layers[spec.fc].head == MS_HEAD_SIGMOID ? "sigmoid" : "softmax");
+    /* data: every shard fits the network and the first training shard, by name */
+    long labelled = 0, labelled_val = 0;
+    MS_TRY(check_shards(&spec, cli.config_path, train_paths, ntrain, val_paths, nval, &labelled,
+                        &labelled_val, &first));
     names = ms_shard_names_joined(first, 0);
     channel_names = ms_shard_names_joined(first, 1);
     if (!names || !channel_names)
@@ -306,17 +450,40 @@ int ms_cmd_train(int argc, char **argv)
 
     long epoch0 = 0, batch0 = 0;
     if (resume) {
-        ms_checkpoint_newest(run, path, sizeof path);
-        if (!path[0])
-            MS_FAIL(MS_EARG, "--resume: no checkpoint in %s", run);
-        MS_TRY(ms_checkpoint_read_meta(path, &ck));
-        if (ck.seed != (uint64_t)to.seed)
-            MS_FAIL(MS_ECONFIG, "--resume: %s was trained with seed %llu, the config says %ld",
-                    path, (unsigned long long)ck.seed, to.seed);
-        MS_TRY(ms_checkpoint_load(path, net, 1));
+        MS_TRY(resume_from(run, net, to.seed, names, channel_names, &ck, path, sizeof path,
+                           dist.rank == 0));
         epoch0 = ck.epoch;
         batch0 = ck.batch;
-    } else {
+    }
+    if (dry_run) {
+        char desc[256];
+        long per = labelled / to.batch;
+        be->describe(be, desc, sizeof desc);
+        if (per < 1)
+            MS_FAIL(MS_EARG, "the training shards hold %ld labelled images, fewer than one "
+                    "batch (%ld)", labelled, to.batch);
+        if (dist.rank == 0) {
+            printf("milscreen train --dry-run: %s: every input checked; this would run:\n"
+                   "  network  %d layers, %zu parameters, %d channels, %d classes\n"
+                   "  backend  %s\n"
+                   "  data     %d training shard(s), %ld labelled images: %ld batches of %ld "
+                   "per epoch, %dx%d %s\n"
+                   "  val      %d shard(s), %ld labelled images\n"
+                   "  steps    %ld (%ld epochs), %ld still to run; a checkpoint every %ld "
+                   "steps, the last %ld kept\n"
+                   "  run      %s (%s)\n",
+                   cli.config_path, spec.nlayers, ms_spec_nparams(&spec), spec.channels,
+                   spec.classes, desc, ntrain, labelled, per, to.batch, tw, th,
+                   crop ? "crops" : "images", nval, labelled_val, per * to.epochs, to.epochs,
+                   per * to.epochs - (resume ? ck.step : 0),
+                   to.checkpoint_every > 0 ? to.checkpoint_every : per, to.keep, run,
+                   access(run, F_OK) == 0 ? "writable" : "to be made; writable");
+            if (resume)
+                printf("  resume   from %s (step %ld, epoch %ld)\n", path, ck.step, ck.epoch);
+        }
+        goto done;
+    }
+    if (!resume) {
         ck.channels = spec.channels;
         MS_TRY(ms_norm_stats(train_paths, ntrain, ck.mean, ck.std));
     }
@@ -359,7 +526,7 @@ int ms_cmd_train(int argc, char **argv)
         snprintf(path, sizeof path, "%s/log.jsonl", run);
         log = fopen(path, "a");
         if (!log)
-            MS_FAIL(MS_EIO, "%s: cannot open the run log: %s", path, strerror(errno));
+            MS_FAIL(MS_EIO, "%s: cannot open the run log: %s", path, ms_io_strerror(errno));
     }
 
     ms_adam_t hp = {to.lr, to.beta1, to.beta2, to.eps};
@@ -451,15 +618,20 @@ int ms_cmd_train(int argc, char **argv)
                   ms_now() - epoch_t0);
     }
     ms_progress_end(&prog);
-    if (dist.rank == 0 && stop)
-        printf("milscreen train: stopped by signal at step %ld; checkpoint written, run again "
-               "with --resume\n", step);
-    else if (dist.rank == 0)
+    if (stop) {
+        /* every rank stops after the same step; rank 0 wrote the checkpoint of that step */
+        snprintf(path, sizeof path, "%s/ckpt-%08ld.h5", run, step);
+        MS_FAIL(MS_EINTERRUPT, "stopped by signal %d at step %ld (%s): checkpoint %s written; "
+                "run again with --resume to continue", (int)stop_signal, step,
+                signal_name((int)stop_signal), path);
+    }
+    if (dist.rank == 0)
         printf("milscreen train: done, %ld steps; checkpoint %s/ckpt-%08ld.h5\n", step, run,
                step);
 done:
-    if (log)
-        fclose(log);
+    if (log && fclose(log) != 0 && st == MS_OK) /* its buffered lines meet a full disk here */
+        st = MS_ERR(MS_EIO, "%s/log.jsonl: cannot write the run log: %s", run,
+                    ms_io_strerror(errno));
     ms_loader_close(L);
     ms_shard_close(first);
     ms_allreduce_close(ar);
@@ -470,6 +642,11 @@ done:
     ms_config_free(cfg);
     free(cfg_text), free(train_list), free(val_list), free(names), free(channel_names);
     free(out_mil), free(out_fc);
+    if (st == MS_EINTERRUPT) { /* not a failure: every rank ends cleanly, then 75 */
+        int code = dist.rank == 0 ? ms_cli_fail("train", st) : MS_EXIT_INTERRUPTED;
+        ms_dist_close(&dist);
+        return code;
+    }
     if (st)
         return ms_dist_fail(&dist, ms_cli_fail("train", st));
     ms_dist_close(&dist);
