@@ -13,7 +13,13 @@
  *   be asynchronous; the get_* calls and sync() are the only points the host waits.
  * - Dropout masks come from ms_dropout_keep() (engine/rng.h) on the logical NCHW index,
  *   so every backend drops the same units for the same (seed, step, layer).
- * - backward() overwrites the input gradient and ADDS into parameter gradients. */
+ * - backward() overwrites the input gradient and ADDS into parameter gradients, and writes
+ *   no parameter gradient but its own layer's: once backward() of layer l has been issued,
+ *   the gradients of layers l..last are final as soon as the work issued so far has run (the
+ *   net's backward hook, engine/net.h, starts the all-reduce of a bucket on that).
+ * - A backend may live in a plugin loaded at run time (engine/cuda: libmilscreen-cuda.so,
+ *   see engine/plugin.c); it then reaches the engine only through this table and the
+ *   error functions of engine/status.h. */
 #ifndef MS_BACKEND_H
 #define MS_BACKEND_H
 
@@ -84,6 +90,8 @@ typedef struct {
 
 typedef struct ms_backend ms_backend_t;
 
+#define MS_BACKEND_NOTE 320
+
 struct ms_backend {
     const char *name;        /* "ref", "cpu", "cuda" */
     void *ctx;
@@ -124,18 +132,30 @@ struct ms_backend {
                         const ms_adam_t *hp, long step, ms_dtype_t dtype);
     ms_status_t (*clamp)(ms_backend_t *be, void *p, size_t n, double lo, double hi,
                          ms_dtype_t dtype);
+
+    /* Set by ms_backend_open("auto") when it fell back: why the faster backends are absent
+     * ("cuda backend absent: no CUDA device: ..."); "" otherwise. Constructors leave it zero. */
+    char note[MS_BACKEND_NOTE];
 };
 
 /* Constructors; each returns MS_EBACKEND with a reason when unavailable in this build. */
 ms_status_t ms_backend_ref(ms_backend_t **be);
-ms_status_t ms_backend_cpu(ms_backend_t **be, int threads);
+/* precision: "fp32" (default) or "bf16" (bf16 convolutions, fp32 accumulation, fp32 master
+ * weights and Adam; needs AVX-512, native with AVX512_BF16). */
+ms_status_t ms_backend_cpu(ms_backend_t **be, int threads, const char *precision);
 /* device: a GPU of this node, counted modulo the node's GPUs (so a rank passes its local
- * rank); precision: "bf16" (default), "tf32" or "fp32". */
+ * rank); precision: "bf16" (default), "tf32" or "fp32". The backend lives in a plugin loaded
+ * on first use (engine/plugin.c); when the plugin, the CUDA libraries or a GPU are missing it
+ * fails with MS_EBACKEND and "cuda backend absent: <reason>". */
 ms_status_t ms_backend_cuda(ms_backend_t **be, int device, const char *precision);
 /* By name: "ref", "cpu" (oneDNN), "cuda", or "auto" (cuda if a GPU is usable, else cpu,
- * else ref). */
+ * else ref; the reason a faster one was skipped goes to be->note). precision: NULL for the
+ * backend's default (cuda bf16, cpu fp32), else a name the backend must run; ref computes in
+ * its plan's dtype and takes only NULL or "fp32". */
 ms_status_t ms_backend_open(ms_backend_t **be, const char *name, int device, int threads,
                             const char *precision);
+/* The start-up table's line: describe(), then "; auto: <note>" when auto fell back. */
+void ms_backend_describe(ms_backend_t *be, char *buf, size_t n);
 void ms_backend_close(ms_backend_t *be);
 
 #ifdef __cplusplus

@@ -1,16 +1,18 @@
-/* INI configuration: entries with their origin, typed getters, unknown-key detection. */
+/* INI configuration: entries with their origin, typed getters, unknown-key detection, and
+ * the parser itself (a function over a buffer, no line length limit: a checkpoint stores the
+ * config as text, so any accepted config must read back, whatever the length of its values). */
 #include "engine/config.h"
 
 #include <errno.h>
-#include <ini.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 typedef struct {
     char *sec, *key, *val;
-    int line; /* 0 for --set */
+    int line; /* 0 for --set, -1 for a default recorded by ms_config_record_defaults */
     int used;
 } entry_t;
 
@@ -25,11 +27,7 @@ struct ms_config {
     int n, cap;
     section_t *s;
     int ns, scap;
-    /* parse state */
-    int cur_line, long_line;
-    FILE *fp;
-    const char *text;
-    ms_status_t st;
+    int record_defaults; /* getters add the defaults they return as entries (line -1) */
 };
 
 static char *dup(const char *s)
@@ -103,135 +101,148 @@ static ms_status_t add_entry(ms_config_t *c, const char *sec, const char *key, c
     return MS_OK;
 }
 
-/* Reader for ini_parse_stream: counts lines so that every handler call knows its line. */
-static char *reader(char *str, int num, void *stream)
+/* ------------------------------------------------------------------ the parser */
+
+/* One line at a time:
+ *   blank line | ';' or '#' comment | '[' name ']' [comment] | key ('=' | ':') value
+ * Blanks (space, tab) around names, keys and values are dropped; in a value, ';' after a blank
+ * starts a comment; a UTF-8 byte order mark and CR LF line ends are allowed. Other control
+ * characters are refused, so that every accepted entry writes back as the same text. */
+
+static int blank(char ch) { return ch == ' ' || ch == '\t'; }
+
+/* Trims [*b, *e) of blanks. */
+static void trim(const char **b, const char **e)
 {
-    ms_config_t *c = stream;
-    char *r = NULL;
-    if (c->fp) {
-        r = fgets(str, num, c->fp);
-    } else if (*c->text) {
-        const char *nl = strchr(c->text, '\n');
-        size_t len = nl ? (size_t)(nl - c->text + 1) : strlen(c->text);
-        if (len > (size_t)num - 1)
-            len = (size_t)num - 1;
-        memcpy(str, c->text, len);
-        str[len] = 0;
-        c->text += len;
-        r = str;
-    }
-    if (!r)
-        return NULL;
-    size_t len = strlen(r);
-    int complete = len > 0 && r[len - 1] == '\n';
-    if (!complete && len == (size_t)num - 1 && !c->long_line)
-        c->long_line = c->cur_line + 1;
-    /* a line read in pieces counts once */
-    if (complete || len < (size_t)num - 1)
-        c->cur_line++;
-    return r;
+    while (*b < *e && blank(**b))
+        (*b)++;
+    while (*e > *b && blank((*e)[-1]))
+        (*e)--;
 }
 
-static int handler(void *user, const char *sec, const char *key, const char *val)
+/* A copy of [b, e) (malloc'd). */
+static char *dup_range(const char *b, const char *e)
 {
-    ms_config_t *c = user;
-    if (c->st)
-        return 1;
-    int line = c->cur_line;
-    if (!sec[0]) {
-        c->st = MS_ERR(MS_ECONFIG, "%s:%d: key '%s' is outside any [section]", c->origin, line,
-                       key);
-        return 1;
+    char *d = malloc((size_t)(e - b) + 1);
+    if (d) {
+        memcpy(d, b, (size_t)(e - b));
+        d[e - b] = 0;
     }
-    if (find(c, sec, key) >= 0) {
-        c->st = MS_ERR(MS_ECONFIG, "%s:%d: [%s] %s is given twice (first at line %d)", c->origin,
-                       line, sec, key, c->e[find(c, sec, key)].line);
-        return 1;
-    }
-    c->st = add_entry(c, sec, key, val, line);
-    return 1;
+    return d;
 }
 
-/* inih reports sections only through keys: find header lines ourselves for empty sections
- * and for section order. */
-static ms_status_t scan_headers(ms_config_t *c, const char *text)
+/* The end of a value starting at b: the first ';' after a blank, or e. */
+static const char *value_end(const char *b, const char *e)
 {
-    int line = 0;
-    for (const char *p = text; *p;) {
-        line++;
-        while (*p == ' ' || *p == '\t')
-            p++;
-        if (*p == '[') {
-            const char *q = strchr(p, ']');
-            const char *nl = strchr(p, '\n');
-            if (q && (!nl || q < nl)) {
-                char name[256];
-                size_t len = (size_t)(q - p - 1);
-                if (len >= sizeof name)
-                    return MS_ERR(MS_ECONFIG, "%s:%d: section name too long", c->origin, line);
-                memcpy(name, p + 1, len);
-                name[len] = 0;
-                /* trim like inih does */
-                char *s = name;
-                while (*s == ' ' || *s == '\t')
-                    s++;
-                char *e = s + strlen(s);
-                while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
-                    *--e = 0;
-                if (find_section(c, s) >= 0)
-                    return MS_ERR(MS_ECONFIG,
-                                  "%s:%d: section [%s] appears twice (first at line %d); "
-                                  "every layer needs its own name",
-                                  c->origin, line, s, c->s[find_section(c, s)].line);
-                ms_status_t st = add_section(c, s, line);
-                if (st)
-                    return st;
-            }
-        }
-        const char *nl = strchr(p, '\n');
-        if (!nl)
-            break;
-        p = nl + 1;
+    for (const char *q = b + 1; q < e; q++)
+        if (*q == ';' && blank(q[-1]))
+            return q;
+    return e;
+}
+
+static ms_status_t parse_line(ms_config_t *c, const char *b, const char *e, int line,
+                              const char **sec)
+{
+    ms_status_t st = MS_OK;
+    char *name = NULL, *key = NULL, *val = NULL;
+    for (const char *q = b; q < e; q++)
+        if ((unsigned char)*q < 0x20 && *q != '\t')
+            return MS_ERR(MS_ECONFIG, "%s:%d: control character (byte 0x%02x) in the line",
+                          c->origin, line, (unsigned char)*q);
+    trim(&b, &e);
+    if (b == e || *b == ';' || *b == '#')
+        return MS_OK;
+    if (*b == '[') {
+        const char *close = memchr(b, ']', (size_t)(e - b));
+        const char *rest = close ? close + 1 : e;
+        while (rest < e && blank(*rest))
+            rest++;
+        if (!close || (rest < e && *rest != ';' && *rest != '#'))
+            return MS_ERR(MS_ECONFIG, "%s:%d: malformed section header (expected [name])",
+                          c->origin, line);
+        const char *nb = b + 1, *ne = close;
+        trim(&nb, &ne);
+        if (nb == ne)
+            return MS_ERR(MS_ECONFIG, "%s:%d: empty section name", c->origin, line);
+        if (!(name = dup_range(nb, ne)))
+            return MS_ERR(MS_ENOMEM, "out of memory reading configuration");
+        int other = find_section(c, name);
+        if (other >= 0)
+            MS_FAIL(MS_ECONFIG, "%s:%d: section [%s] appears twice (first at line %d); every "
+                    "layer needs its own name", c->origin, line, name, c->s[other].line);
+        MS_TRY(add_section(c, name, line));
+        *sec = c->s[c->ns - 1].name;
+        goto done;
     }
-    return MS_OK;
+    const char *sep = b;
+    while (sep < e && *sep != '=' && *sep != ':')
+        sep++;
+    const char *kb = b, *ke = sep;
+    trim(&kb, &ke);
+    if (sep == e || kb == ke)
+        return MS_ERR(MS_ECONFIG, "%s:%d: malformed line (expected [section], key = value, or a "
+                      "comment)", c->origin, line);
+    const char *vb = sep + 1;
+    while (vb < e && blank(*vb))
+        vb++;
+    const char *ve = vb < e ? value_end(vb, e) : e;
+    trim(&vb, &ve);
+    if (!(key = dup_range(kb, ke)) || !(val = dup_range(vb, ve)))
+        MS_FAIL(MS_ENOMEM, "out of memory reading configuration");
+    if (!*sec)
+        MS_FAIL(MS_ECONFIG, "%s:%d: key '%s' is outside any [section]", c->origin, line, key);
+    int i = find(c, *sec, key);
+    if (i >= 0)
+        MS_FAIL(MS_ECONFIG, "%s:%d: [%s] %s is given twice (first at line %d)", c->origin, line,
+                *sec, key, c->e[i].line);
+    MS_TRY(add_entry(c, *sec, key, val, line));
+done:
+    free(name), free(key), free(val);
+    return st;
 }
 
-static ms_status_t parse(ms_config_t *c, const char *text)
+static ms_status_t parse(ms_config_t *c, const char *text, size_t len)
 {
-    ms_status_t st = scan_headers(c, text);
-    if (st)
-        return st;
-    c->text = text;
-    c->cur_line = 0;
-    int r = ini_parse_stream(reader, c, handler, c);
-    if (c->st)
-        return c->st;
-    if (c->long_line)
-        return MS_ERR(MS_ECONFIG, "%s:%d: line longer than %d characters", c->origin,
-                      c->long_line, INI_MAX_LINE - 2);
-    if (r > 0)
-        return MS_ERR(MS_ECONFIG,
-                      "%s:%d: malformed line (expected [section], key = value, or a comment)",
-                      c->origin, r);
-    if (r < 0)
-        return MS_ERR(MS_EIO, "%s: cannot parse configuration", c->origin);
-    return MS_OK;
+    ms_status_t st = MS_OK;
+    const char *p = text, *end = text + len, *sec = NULL;
+    if (len >= 3 && !memcmp(p, "\xef\xbb\xbf", 3))
+        p += 3; /* byte order mark */
+    for (int line = 1; p < end; line++) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *e = nl ? nl : end;
+        if (memchr(p, 0, (size_t)(e - p)))
+            return MS_ERR(MS_EFORMAT, "%s:%d: a NUL byte: not a text file", c->origin, line);
+        if (e > p && e[-1] == '\r')
+            e--; /* CR LF */
+        MS_TRY(parse_line(c, p, e, line, &sec));
+        p = nl ? nl + 1 : end;
+    }
+done:
+    return st;
 }
 
-ms_status_t ms_config_parse(ms_config_t **out, const char *text, const char *origin)
+ms_status_t ms_config_parse_n(ms_config_t **out, const char *text, size_t len,
+                              const char *origin)
 {
     ms_status_t st = MS_OK;
     ms_config_t *c = calloc(1, sizeof *c);
+    *out = NULL;
     if (!c)
         return MS_ERR(MS_ENOMEM, "out of memory reading configuration");
     c->origin = dup(origin ? origin : "(config)");
-    MS_TRY(parse(c, text ? text : ""));
+    if (!c->origin)
+        MS_FAIL(MS_ENOMEM, "out of memory reading configuration");
+    MS_TRY(parse(c, text ? text : "", text ? len : 0));
     *out = c;
     return MS_OK;
 done:
     ms_config_free(c);
-    *out = NULL;
     return st;
+}
+
+ms_status_t ms_config_parse(ms_config_t **out, const char *text, const char *origin)
+{
+    return ms_config_parse_n(out, text, text ? strlen(text) : 0, origin);
 }
 
 ms_status_t ms_config_load(ms_config_t **out, const char *path)
@@ -258,13 +269,24 @@ ms_status_t ms_config_load(ms_config_t **out, const char *path)
     if (fread(text, 1, (size_t)size, fp) != (size_t)size)
         MS_FAIL(MS_EIO, "%s: read failed", path);
     text[size] = 0;
-    if (memchr(text, 0, (size_t)size))
-        MS_FAIL(MS_EFORMAT, "%s: not a text file", path);
-    MS_TRY(ms_config_parse(out, text, path));
+    MS_TRY(ms_config_parse_n(out, text, (size_t)size, path));
 done:
     fclose(fp);
     free(text);
     return st;
+}
+
+/* A name in --set: letters, digits, '_', '-' (and '.' in keys), so that it writes back as
+ * the same text. */
+static int name_ok(const char *b, const char *e, int dots)
+{
+    if (b == e)
+        return 0;
+    for (; b < e; b++)
+        if (!((*b >= 'a' && *b <= 'z') || (*b >= 'A' && *b <= 'Z') || (*b >= '0' && *b <= '9') ||
+              *b == '_' || *b == '-' || (dots && *b == '.')))
+            return 0;
+    return 1;
 }
 
 ms_status_t ms_config_set(ms_config_t *c, const char *a)
@@ -273,6 +295,22 @@ ms_status_t ms_config_set(ms_config_t *c, const char *a)
     const char *eq = strchr(a, '=');
     if (!dot || !eq || dot > eq || dot == a || eq == dot + 1)
         return MS_ERR(MS_EARG, "--set %s: expected section.key=value", a);
+    if (!name_ok(a, dot, 0) || !name_ok(dot + 1, eq, 1))
+        return MS_ERR(MS_EARG, "--set %s: section and key names are letters, digits, '_' and "
+                      "'-'", a);
+    /* the value as the parser would read it back from the config text: blanks around it
+     * dropped; a line break, another control character or a ';' after a blank (a comment in
+     * the file) would not read back, so they are refused */
+    const char *vb = eq + 1, *ve = vb + strlen(vb);
+    trim(&vb, &ve);
+    for (const char *q = vb; q < ve; q++) {
+        if ((unsigned char)*q < 0x20 && *q != '\t')
+            return MS_ERR(MS_EARG, "--set %.*s: the value holds a control character (byte "
+                          "0x%02x)", (int)(eq - a), a, (unsigned char)*q);
+        if (*q == ';' && q > vb && blank(q[-1]))
+            return MS_ERR(MS_EARG, "--set %.*s: ' ;' in the value would start a comment in "
+                          "the stored config", (int)(eq - a), a);
+    }
     char sec[256], key[256];
     size_t ls = (size_t)(dot - a), lk = (size_t)(eq - dot - 1);
     if (ls >= sizeof sec || lk >= sizeof key)
@@ -281,17 +319,19 @@ ms_status_t ms_config_set(ms_config_t *c, const char *a)
     sec[ls] = 0;
     memcpy(key, dot + 1, lk);
     key[lk] = 0;
+    char *v = dup_range(vb, ve);
+    if (!v)
+        return MS_ERR(MS_ENOMEM, "out of memory");
     int i = find(c, sec, key);
     if (i >= 0) {
-        char *v = dup(eq + 1);
-        if (!v)
-            return MS_ERR(MS_ENOMEM, "out of memory");
         free(c->e[i].val);
         c->e[i].val = v;
         c->e[i].line = 0;
         return MS_OK;
     }
-    return add_entry(c, sec, key, eq + 1, 0);
+    ms_status_t st = add_entry(c, sec, key, v, 0);
+    free(v);
+    return st;
 }
 
 void ms_config_free(ms_config_t *c)
@@ -328,6 +368,8 @@ const char *ms_config_where(const ms_config_t *c, const char *sec, const char *k
             snprintf(buf, sizeof buf, "--set %s.%s", sec, key);
             return buf;
         }
+        if (i >= 0 && c->e[i].line < 0)
+            return "default";
         if (i >= 0)
             line = c->e[i].line;
     } else {
@@ -351,11 +393,33 @@ static const char *lookup(ms_config_t *c, const char *sec, const char *key)
     return c->e[i].val;
 }
 
+/* With ms_config_record_defaults: a getter that returned its default adds it as an entry,
+ * so that the config text shows every key that was read. Out of memory only loses the line. */
+static void remember(ms_config_t *c, const char *sec, const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void remember(ms_config_t *c, const char *sec, const char *key, const char *fmt, ...)
+{
+    if (!c->record_defaults || find(c, sec, key) >= 0)
+        return;
+    char val[64];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(val, sizeof val, fmt, ap);
+    va_end(ap);
+    if (add_entry(c, sec, key, val, -1) == MS_OK)
+        c->e[c->n - 1].used = 1;
+    else
+        ms_error_clear();
+}
+
+void ms_config_record_defaults(ms_config_t *c) { c->record_defaults = 1; }
+
 ms_status_t ms_config_int(ms_config_t *c, const char *sec, const char *key, long def, long lo,
                           long hi, long *out)
 {
     const char *v = lookup(c, sec, key);
     if (!v) {
+        remember(c, sec, key, "%ld", def);
         *out = def;
         return MS_OK;
     }
@@ -377,6 +441,13 @@ ms_status_t ms_config_real(ms_config_t *c, const char *sec, const char *key, dou
 {
     const char *v = lookup(c, sec, key);
     if (!v) {
+        if (c->record_defaults) { /* 15 digits read back exactly for decimal defaults */
+            char b[32];
+            snprintf(b, sizeof b, "%.15g", def);
+            if (strtod(b, NULL) != def)
+                snprintf(b, sizeof b, "%.17g", def);
+            remember(c, sec, key, "%s", b);
+        }
         *out = def;
         return MS_OK;
     }
@@ -398,6 +469,7 @@ ms_status_t ms_config_bool(ms_config_t *c, const char *sec, const char *key, int
     static const char *const names[] = {"false", "true", "no", "yes", "0", "1", "off", "on", NULL};
     const char *v = lookup(c, sec, key);
     if (!v) {
+        remember(c, sec, key, "%s", def ? "true" : "false");
         *out = def;
         return MS_OK;
     }
@@ -414,6 +486,8 @@ ms_status_t ms_config_str(ms_config_t *c, const char *sec, const char *key, cons
                           const char **out)
 {
     const char *v = lookup(c, sec, key);
+    if (!v && def)
+        remember(c, sec, key, "%s", def);
     *out = v ? v : def;
     return MS_OK;
 }
@@ -422,8 +496,10 @@ ms_status_t ms_config_choice(ms_config_t *c, const char *sec, const char *key, c
                              const char *const *names, int *out)
 {
     const char *v = lookup(c, sec, key);
-    if (!v)
+    if (!v) {
+        remember(c, sec, key, "%s", def);
         v = def;
+    }
     for (int i = 0; names[i]; i++)
         if (!strcmp(v, names[i])) {
             *out = i;
@@ -471,6 +547,24 @@ ms_status_t ms_config_text(const ms_config_t *c, char **text)
         for (int i = 0; i < c->n; i++)
             if (!strcmp(c->e[i].sec, c->s[s].name))
                 n += (size_t)snprintf(t + n, cap - n, "%s = %s\n", c->e[i].key, c->e[i].val);
+    }
+    t[n] = 0;
+    /* what is stored must read back as this configuration: prove it here, once, rather than
+     * find out when a checkpoint will not load */
+    ms_config_t *back = NULL;
+    ms_status_t st = ms_config_parse_n(&back, t, n, "(stored config)");
+    int same = st == MS_OK && back->n == c->n && back->ns == c->ns;
+    for (int i = 0; same && i < c->n; i++) {
+        int j = find(back, c->e[i].sec, c->e[i].key);
+        same = j >= 0 && !strcmp(back->e[j].val, c->e[i].val);
+        if (!same)
+            st = MS_ERR(MS_EINTERNAL, "[%s] %s = '%s' does not read back from the config text",
+                        c->e[i].sec, c->e[i].key, c->e[i].val);
+    }
+    ms_config_free(back);
+    if (!same) {
+        free(t);
+        return st ? st : MS_ERR(MS_EINTERNAL, "the config text does not read back");
     }
     *text = t;
     return MS_OK;

@@ -20,6 +20,8 @@ struct ms_net {
     int planned;
     int have_input_grad;
     ms_pass_t last;       /* the forward pass's dropout stream, for guided backprop */
+    ms_net_hook_t hook;   /* called after each layer's backward (the all-reduce buckets) */
+    void *hook_ctx;
 };
 
 static uint64_t init_seed(uint64_t seed, int layer, int which)
@@ -210,10 +212,20 @@ ms_status_t ms_net_backward(ms_net_t *net, const ms_pass_t *pass, int input_grad
     for (int l = net->spec.nlayers - 1; l >= 0; l--) {
         int flags = MS_BWD_WEIGHTS | ((l > 0 || input_grad) ? MS_BWD_DATA : 0);
         MS_TRY(be->backward(be, &net->plan, l, net->params, net->grads, flags, pass));
+        if (net->hook) {
+            const ms_layer_t *L = &net->plan.layers[l]; /* weights then bias, contiguous */
+            MS_TRY(net->hook(net->hook_ctx, l, L->w_off, L->nw + L->nb));
+        }
     }
     net->have_input_grad = input_grad;
 done:
     return st;
+}
+
+void ms_net_set_backward_hook(ms_net_t *net, ms_net_hook_t fn, void *ctx)
+{
+    net->hook = fn;
+    net->hook_ctx = fn ? ctx : NULL;
 }
 
 ms_status_t ms_net_guided(ms_net_t *net, int cls)

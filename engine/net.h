@@ -22,9 +22,20 @@ const ms_plan_t *ms_net_current_plan(const ms_net_t *net);
 ms_status_t ms_net_forward(ms_net_t *net, const void *x, const ms_pass_t *pass);
 /* t: host (N,K) targets. */
 ms_status_t ms_net_loss(ms_net_t *net, const void *t, double *loss);
-/* Zeroes the gradients, then runs backward through every layer. With input_grad the
- * gradient w.r.t. the input is kept (MS_OUT_INPUT_GRAD). */
+/* Zeroes the gradients, then runs backward through every layer, calling the backward hook
+ * (if set) after each. With input_grad the gradient w.r.t. the input is kept
+ * (MS_OUT_INPUT_GRAD). */
 ms_status_t ms_net_backward(ms_net_t *net, const ms_pass_t *pass, int input_grad);
+/* The backward hook: called by ms_net_backward right after backward() of layer l has been
+ * issued, l from the last layer down, with the layer's parameters [off, off + n) (elements of
+ * the flat buffers; n may be 0). Those gradients, and those of every later layer, are final
+ * once the work the backend has been given so far has run: a device backend may still be
+ * computing them, so the hook must order its use after that work (the CUDA backend: an event
+ * on its stream). The gradient all-reduce (pipeline/dist/allreduce.h) starts a bucket here so
+ * that it overlaps the rest of the backward pass. A failure stops the backward pass. */
+typedef ms_status_t (*ms_net_hook_t)(void *ctx, int layer, size_t off, size_t n);
+/* fn NULL removes the hook. */
+void ms_net_set_backward_hook(ms_net_t *net, ms_net_hook_t fn, void *ctx);
 /* One Adam step over all parameters, then Noisy-AND thresholds clamped into [0,1]. */
 ms_status_t ms_net_adam(ms_net_t *net, const ms_adam_t *hp);
 /* Guided backpropagation from the MIL layer (paper §2.4) after a forward pass; the Jacobian

@@ -60,6 +60,26 @@ static int list_tensors(const ms_spec_t *spec, tensor_t *t, int max)
     return n;
 }
 
+/* The digest: FNV-1a over the config text and the flat parameters (float32, the net's
+ * order), as 16 hex digits; the same in format versions 1 and 2. */
+static void digest_of(const char *config, const float *p, size_t np, char out[17])
+{
+    uint64_t h = fnv(0xcbf29ce484222325ULL, config ? config : "", config ? strlen(config) : 0);
+    h = fnv(h, p, np * sizeof *p);
+    snprintf(out, 17, "%016llx", (unsigned long long)h);
+}
+
+/* The normalisation every image goes through: finite means, finite positive deviations. */
+static ms_status_t check_norm(const char *path, const ms_ckpt_t *ck)
+{
+    for (int c = 0; c < ck->channels; c++)
+        if (!isfinite(ck->mean[c]) || !isfinite(ck->std[c]) || !(ck->std[c] > 0))
+            return MS_ERR(MS_EFORMAT, "%s: /norm of channel %d is mean %g, std %g (a finite "
+                          "mean and a finite std > 0 are needed)", path, c,
+                          (double)ck->mean[c], (double)ck->std[c]);
+    return MS_OK;
+}
+
 static ms_status_t read_flat(ms_net_t *net, void *which, float **out)
 {
     ms_status_t st = MS_OK;
@@ -91,24 +111,22 @@ ms_status_t ms_checkpoint_save(const char *path, ms_net_t *net, ms_ckpt_t *ck)
         if (!isfinite(p[i]) || !isfinite(m[i]) || !isfinite(v[i]))
             MS_FAIL(MS_ENUMERIC, "%s: not written: parameter %zu of the network (or its Adam "
                     "state) is not finite", path, i);
-    uint64_t h = fnv(0xcbf29ce484222325ULL, ck->config ? ck->config : "",
-                     ck->config ? strlen(ck->config) : 0);
-    h = fnv(h, p, np * sizeof *p);
-    snprintf(ck->digest, sizeof ck->digest, "%016llx", (unsigned long long)h);
+    MS_TRY(check_norm(path, ck));
+    digest_of(ck->config, p, np, ck->digest);
 
     MS_TRY(ms_h5_create(&f, path));
     for (int i = 0; i < nt; i++) {
         char full[sizeof T->name + 16];
         if (snprintf(full, sizeof full, "weights/%s", T[i].name) >= (int)sizeof full)
             MS_FAIL(MS_EINTERNAL, "parameter name too long: %s", T[i].name);
-        MS_TRY(ms_h5_write(f.id, full, H5T_NATIVE_FLOAT, T[i].rank, T[i].dims, p + T[i].off,
-                           NULL, 0));
+        MS_TRY(ms_h5_write_checked(f.id, full, H5T_NATIVE_FLOAT, T[i].rank, T[i].dims,
+                                   p + T[i].off));
     }
     hsize_t dn = np, dc = (hsize_t)ck->channels;
-    MS_TRY(ms_h5_write(f.id, "optimizer/m", H5T_NATIVE_FLOAT, 1, &dn, m, NULL, 0));
-    MS_TRY(ms_h5_write(f.id, "optimizer/v", H5T_NATIVE_FLOAT, 1, &dn, v, NULL, 0));
-    MS_TRY(ms_h5_write(f.id, "norm/mean", H5T_NATIVE_FLOAT, 1, &dc, ck->mean, NULL, 0));
-    MS_TRY(ms_h5_write(f.id, "norm/std", H5T_NATIVE_FLOAT, 1, &dc, ck->std, NULL, 0));
+    MS_TRY(ms_h5_write_checked(f.id, "optimizer/m", H5T_NATIVE_FLOAT, 1, &dn, m));
+    MS_TRY(ms_h5_write_checked(f.id, "optimizer/v", H5T_NATIVE_FLOAT, 1, &dn, v));
+    MS_TRY(ms_h5_write_checked(f.id, "norm/mean", H5T_NATIVE_FLOAT, 1, &dc, ck->mean));
+    MS_TRY(ms_h5_write_checked(f.id, "norm/std", H5T_NATIVE_FLOAT, 1, &dc, ck->std));
     MS_TRY(ms_h5_attr_set_str(f.id, "format", MS_CKPT_FORMAT));
     MS_TRY(ms_h5_attr_set_int(f.id, "format_version", MS_CKPT_VERSION));
     MS_TRY(ms_h5_attr_set_str(f.id, "milscreen_version", MS_VERSION));
@@ -145,9 +163,10 @@ ms_status_t ms_checkpoint_read_meta(const char *path, ms_ckpt_t *ck)
     if (strcmp(fmt, MS_CKPT_FORMAT))
         MS_FAIL(MS_EFORMAT, "%s: format is '%s', not a %s", path, fmt, MS_CKPT_FORMAT);
     MS_TRY(ms_h5_attr_get_int(f, "format_version", &version));
-    if (version != MS_CKPT_VERSION)
-        MS_FAIL(MS_EFORMAT, "%s: checkpoint format version %lld, this milscreen reads %d", path,
-                version, MS_CKPT_VERSION);
+    if (version < 1 || version > MS_CKPT_VERSION)
+        MS_FAIL(MS_EFORMAT, "%s: checkpoint format version %lld, this milscreen reads versions "
+                "1 to %d", path, version, MS_CKPT_VERSION);
+    ck->version = (int)version;
     MS_TRY(ms_h5_attr_get_str(f, "config", &ck->config));
     MS_TRY(ms_h5_attr_get_str(f, "class_names", &ck->class_names));
     if (ms_h5_attr_exists(f, "channel_names"))
@@ -172,6 +191,15 @@ ms_status_t ms_checkpoint_read_meta(const char *path, ms_ckpt_t *ck)
     ck->channels = (int)dims[0];
     MS_TRY(ms_h5_read(f, "norm/mean", H5T_NATIVE_FLOAT, 1, dims, ck->mean));
     MS_TRY(ms_h5_read(f, "norm/std", H5T_NATIVE_FLOAT, 1, dims, ck->std));
+    MS_TRY(check_norm(path, ck));
+    if (ck->channel_names && ck->channel_names[0]) {
+        int nc = 1;
+        for (const char *q = ck->channel_names; *q; q++)
+            nc += *q == '\n';
+        if (nc != ck->channels)
+            MS_FAIL(MS_EFORMAT, "%s: %d channel names but /norm has %d channels", path, nc,
+                    ck->channels);
+    }
 done:
     free(fmt);
     if (f >= 0)
@@ -185,37 +213,62 @@ ms_status_t ms_checkpoint_load(const char *path, ms_net_t *net, int with_optimiz
 {
     ms_status_t st = MS_OK;
     float *p = NULL, *m = NULL, *v = NULL;
+    char *config = NULL, *stored = NULL;
     tensor_t T[512];
     hid_t f = H5I_INVALID_HID;
+    long long step = 0;
     MS_TRY(ms_h5_open(&f, path));
     int nt = list_tensors(ms_net_spec(net), T, 512);
     size_t np = ms_net_nparams(net);
+    if (nt < 0)
+        MS_FAIL(MS_EINTERNAL, "cannot list the network's parameters");
     MS_ALLOC(p, np, "parameters");
+    /* everything is read and proved before the net is touched: a damaged file leaves the
+     * net as it was (so --resume can go on to an older checkpoint) */
     for (int i = 0; i < nt; i++) {
         char full[sizeof T->name + 16];
         if (snprintf(full, sizeof full, "weights/%s", T[i].name) >= (int)sizeof full)
             MS_FAIL(MS_EINTERNAL, "parameter name too long: %s", T[i].name);
+        /* version 2: HDF5 checks each dataset's fletcher32 sum and names a damaged one */
         MS_TRY(ms_h5_read(f, full, H5T_NATIVE_FLOAT, T[i].rank, T[i].dims, p + T[i].off));
         for (size_t j = 0; j < T[i].n; j++)
             if (!isfinite(p[T[i].off + j]))
                 MS_FAIL(MS_EFORMAT, "%s: %s holds a non-finite value (element %zu)", path, full,
                         j);
     }
-    MS_TRY(ms_net_write(net, ms_net_params(net), p));
+    /* the digest proves the weights and the config together (and is all a version 1 file
+     * has): a change made after writing, even one that kept the checksums right, is found */
+    char digest[17];
+    MS_TRY(ms_h5_attr_get_str(f, "config", &config));
+    MS_TRY(ms_h5_attr_get_str(f, "digest", &stored));
+    digest_of(config, p, np, digest);
+    if (strcmp(digest, stored))
+        MS_FAIL(MS_EFORMAT, "%s: the weights and config do not match the stored digest (%s, "
+                "computed %s): the file was changed or damaged after it was written", path,
+                stored, digest);
     if (with_optimizer) {
         hsize_t dn = np;
-        long long step;
         MS_ALLOC(m, np, "adam m");
         MS_ALLOC(v, np, "adam v");
         MS_TRY(ms_h5_read(f, "optimizer/m", H5T_NATIVE_FLOAT, 1, &dn, m));
         MS_TRY(ms_h5_read(f, "optimizer/v", H5T_NATIVE_FLOAT, 1, &dn, v));
+        for (size_t j = 0; j < np; j++)
+            if (!isfinite(m[j]) || !isfinite(v[j]) || v[j] < 0)
+                MS_FAIL(MS_EFORMAT, "%s: optimizer/%s[%zu] = %g is not a valid Adam moment",
+                        path, isfinite(m[j]) ? "v" : "m", j,
+                        (double)(isfinite(m[j]) ? v[j] : m[j]));
+        MS_TRY(ms_h5_attr_get_int(f, "step", &step));
+        if (step < 0)
+            MS_FAIL(MS_EFORMAT, "%s: step %lld", path, step);
+    }
+    MS_TRY(ms_net_write(net, ms_net_params(net), p));
+    if (with_optimizer) {
         MS_TRY(ms_net_write(net, ms_net_adam_m(net), m));
         MS_TRY(ms_net_write(net, ms_net_adam_v(net), v));
-        MS_TRY(ms_h5_attr_get_int(f, "step", &step));
         ms_net_set_step(net, (long)step);
     }
 done:
-    free(p), free(m), free(v);
+    free(p), free(m), free(v), free(config), free(stored);
     if (f >= 0)
         H5Fclose(f);
     return st;
@@ -231,51 +284,50 @@ void ms_checkpoint_free(ms_ckpt_t *ck)
 
 /* ---------------------------------------------------------------- run folders */
 
-void ms_checkpoint_newest(const char *dir, char *out, size_t n)
+static int cmp_desc(const void *a, const void *b)
 {
-    out[0] = 0;
+    long x = *(const long *)a, y = *(const long *)b;
+    return (x < y) - (x > y);
+}
+
+int ms_checkpoint_list(const char *dir, long *steps, int max)
+{
+    int n = 0;
     DIR *d = opendir(dir);
     if (!d)
-        return;
-    long best = -1;
+        return 0;
     struct dirent *e;
-    while ((e = readdir(d))) {
+    while ((e = readdir(d)) && n < max) {
         long s;
         char tail[8];
-        if (sscanf(e->d_name, "ckpt-%ld.%3s", &s, tail) == 2 && !strcmp(tail, "h5") &&
-            s > best) {
-            if (snprintf(out, n, "%s/%s", dir, e->d_name) < (int)n)
-                best = s;
-            else
-                out[0] = 0;
-        }
+        if (sscanf(e->d_name, "ckpt-%ld.%3s", &s, tail) == 2 && !strcmp(tail, "h5") && s >= 0)
+            steps[n++] = s;
     }
     closedir(d);
+    qsort(steps, (size_t)n, sizeof *steps, cmp_desc);
+    return n;
+}
+
+int ms_checkpoint_path(const char *dir, long step, char *out, size_t n)
+{
+    return snprintf(out, n, "%s/ckpt-%08ld.h5", dir, step) < (int)n ? 0 : -1;
+}
+
+void ms_checkpoint_newest(const char *dir, char *out, size_t n)
+{
+    long step;
+    out[0] = 0;
+    if (ms_checkpoint_list(dir, &step, 1) == 1 && ms_checkpoint_path(dir, step, out, n))
+        out[0] = 0;
 }
 
 void ms_checkpoint_prune(const char *dir, int keep)
 {
     long steps[4096];
-    int n = 0;
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    struct dirent *e;
-    while ((e = readdir(d)) && n < 4096) {
-        long s;
-        char tail[8];
-        if (sscanf(e->d_name, "ckpt-%ld.%3s", &s, tail) == 2 && !strcmp(tail, "h5"))
-            steps[n++] = s;
-    }
-    closedir(d);
-    for (int i = 0; i < n; i++) {
-        int newer = 0;
-        for (int j = 0; j < n; j++)
-            newer += steps[j] > steps[i];
-        if (newer >= keep) {
-            char path[4096];
-            if (snprintf(path, sizeof path, "%s/ckpt-%08ld.h5", dir, steps[i]) < (int)sizeof path)
-                unlink(path);
-        }
+    int n = ms_checkpoint_list(dir, steps, 4096);
+    for (int i = keep > 0 ? keep : 0; i < n; i++) {
+        char path[4096];
+        if (!ms_checkpoint_path(dir, steps[i], path, sizeof path))
+            unlink(path);
     }
 }

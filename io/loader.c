@@ -5,6 +5,8 @@
  * from a shared stream, so the thread count cannot change a batch. */
 #include "io/loader.h"
 
+#include "io/h5util.h"
+
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -329,19 +331,8 @@ ms_status_t ms_loader_open(ms_loader_t **out, const ms_loader_opts_t *o)
         MS_TRY(ms_shard_open(&L->shards[s], o->paths[s]));
         L->ns = s + 1;
         ms_shard_t *a = L->shards[0], *b = L->shards[s];
-        if (ms_shard_channels(b) != ms_shard_channels(a) ||
-            ms_shard_classes(b) != ms_shard_classes(a) ||
-            ms_shard_multi_label(b) != ms_shard_multi_label(a))
-            MS_FAIL(MS_EFORMAT, "%s has %d channels and %d classes%s, but %s has %d and %d%s: "
-                    "one loader needs shards of one kind", o->paths[s], ms_shard_channels(b),
-                    ms_shard_classes(b), ms_shard_multi_label(b) ? " (multi-label)" : "",
-                    o->paths[0], ms_shard_channels(a), ms_shard_classes(a),
-                    ms_shard_multi_label(a) ? " (multi-label)" : "");
-        for (int k = 0; k < ms_shard_classes(a); k++)
-            if (strcmp(ms_shard_class_name(a, k), ms_shard_class_name(b, k)))
-                MS_FAIL(MS_EFORMAT, "class %d is '%s' in %s but '%s' in %s", k,
-                        ms_shard_class_name(b, k), o->paths[s], ms_shard_class_name(a, k),
-                        o->paths[0]);
+        /* one loader, one kind of shard: channels and classes by name, in order */
+        MS_TRY(ms_shard_check_same(a, b));
         int H = ms_shard_height(b), W = ms_shard_width(b);
         if (o->crop && (H < o->crop || W < o->crop))
             MS_FAIL(MS_EARG, "%s: images of %dx%d are smaller than the crop %d", o->paths[s], W,
@@ -380,8 +371,24 @@ ms_status_t ms_loader_open(ms_loader_t **out, const ms_loader_opts_t *o)
     L->q = o->prefetch ? o->prefetch : 2 + L->o.threads / o->batch;
     if (!L->o.threads)
         L->q = 1;
-    MS_ALLOC(L->slots, L->q, "loader slots");
     size_t per = (size_t)L->c * L->h * L->w;
+    /* sizes read from the shards times the batch: checked before anything is taken */
+    {
+        /* the cache fills up to cache_bytes, or with every decoded image if they take less */
+        double all = 0;
+        for (int s = 0; s < L->ns; s++)
+            all += (double)ms_shard_count(L->shards[s]) * L->c * ms_shard_height(L->shards[s]) *
+                   ms_shard_width(L->shards[s]) * 2;
+        double cache = (double)o->cache_bytes < all ? (double)o->cache_bytes : all;
+        double need = (double)L->q * o->batch * (double)per * sizeof(float) +
+                      (double)(L->o.threads ? L->o.threads : 1) * L->c * L->maxh * L->maxw * 2 +
+                      cache;
+        char what[200];
+        snprintf(what, sizeof what, "%d batches of %d images of %dx%dx%d ahead and %.0f MiB of "
+                 "decoded images cached", L->q, o->batch, L->c, L->h, L->w, cache / (1 << 20));
+        MS_TRY(ms_io_check_memory(o->paths[0], what, need));
+    }
+    MS_ALLOC(L->slots, L->q, "loader slots");
     for (int q = 0; q < L->q; q++) {
         slot_t *s = &L->slots[q];
         int b = o->batch;

@@ -154,7 +154,9 @@ ms_status_t ms_io_check_image_size(const char *path, uint64_t c, uint64_t h, uin
                       (unsigned long long)h, (unsigned long long)c, gib,
                       (unsigned long long)lim);
     }
-    return MS_OK;
+    /* under the plane limit, many channels can still ask for more than the machine has */
+    return ms_io_check_memory(path, "one image", (double)c * (double)h * (double)w *
+                                                     bytes_per_sample);
 }
 
 /* ------------------------------------------------------------------ opening */
@@ -257,6 +259,13 @@ static ms_status_t load_cells(ms_shard_t *s)
     MS_TRY(ms_h5_dims(s->file, "cells/image_index", &r, d));
     if (r != 1)
         MS_FAIL(MS_EFORMAT, "%s: /cells/image_index is not 1-D", s->path);
+    if (d[0] > 1u << 30)
+        MS_FAIL(MS_EFORMAT, "%s: /cells/image_index declares %llu cells (at most 2^30)", s->path,
+                (unsigned long long)d[0]);
+    /* the count sizes five arrays: it must be backed by stored data */
+    static const char *const cn[] = {"cells/image_index", "cells/label", "cells/x", "cells/y"};
+    for (int j = 0; j < 4; j++)
+        MS_TRY(ms_h5_check_stored(s->file, cn[j]));
     int n = (int)d[0];
     MS_ALLOC(s->cell_buf[0], n + 1, "cells");
     MS_ALLOC(s->cell_buf[1], n + 1, "cells");
@@ -319,6 +328,9 @@ ms_status_t ms_shard_open(ms_shard_t **out, const char *path)
                 "2^30 images of 1024 channels)", path, (unsigned long long)d[0],
                 (unsigned long long)d[1]);
     MS_TRY(ms_io_check_image_size(path, d[1], d[2], d[3], 2));
+    /* every image's chunks exist: nothing reads as fill values, and N (which sizes the
+     * metadata arrays below) is backed by that many chunks on disk */
+    MS_TRY(ms_h5_check_stored(s->file, "images"));
     s->n = (int)d[0];
     s->c = (int)d[1];
     s->h = (int)d[2];
@@ -414,6 +426,7 @@ ms_status_t ms_shard_open(ms_shard_t **out, const char *path)
         if (r != 3 || (int)d[0] != s->n || (int)d[1] != s->h || (int)d[2] != s->w)
             MS_FAIL(MS_EFORMAT, "%s: /masks must be [N, H, W] = [%d, %d, %d]", path, s->n, s->h,
                     s->w);
+        MS_TRY(ms_h5_check_stored(s->file, "masks"));
         s->masks = H5Dopen2(s->file, "masks", H5P_DEFAULT);
     }
     *out = s;
@@ -461,6 +474,62 @@ char *ms_shard_names_joined(const ms_shard_t *s, int channels)
         p += sprintf(p, "%s%s", j ? "\n" : "", names[j]);
     return out;
 }
+/* "[a, b, c]" of a '\n'-joined list, cut with "..." to fit n (>= 16) bytes. */
+static void names_text(char *out, size_t n, const char *joined)
+{
+    size_t o = 0;
+    const char *p = joined;
+    out[o++] = '[';
+    for (; *p && o + 6 < n; p++) {
+        if (*p == '\n') {
+            out[o++] = ',';
+            out[o++] = ' ';
+        } else {
+            out[o++] = *p;
+        }
+    }
+    if (*p) { /* did not fit */
+        o = n - 5;
+        memcpy(out + o, "...", 3);
+        o += 3;
+    }
+    out[o++] = ']';
+    out[o] = 0;
+}
+
+ms_status_t ms_names_check(const char *kind, const char *a_from, const char *a,
+                           const char *b_from, const char *b)
+{
+    if (!strcmp(a ? a : "", b ? b : ""))
+        return MS_OK;
+    char ta[700], tb[700];
+    names_text(ta, sizeof ta, a ? a : "");
+    names_text(tb, sizeof tb, b ? b : "");
+    return MS_ERR(MS_EFORMAT, "%s differ (names and order must be the same): %s has %s; %s has "
+                  "%s", kind, a_from, ta, b_from, tb);
+}
+
+ms_status_t ms_shard_check_same(const ms_shard_t *a, const ms_shard_t *b)
+{
+    ms_status_t st = MS_OK;
+    char *na = NULL, *nb = NULL;
+    for (int ch = 1; ch >= 0; ch--) {
+        na = ms_shard_names_joined(a, ch);
+        nb = ms_shard_names_joined(b, ch);
+        if (!na || !nb)
+            MS_FAIL(MS_ENOMEM, "out of memory");
+        MS_TRY(ms_names_check(ch ? "channels" : "classes", a->path, na, b->path, nb));
+        free(na), free(nb);
+        na = nb = NULL;
+    }
+    if (a->multi != b->multi)
+        MS_FAIL(MS_EFORMAT, "%s is %s-label but %s is %s-label", a->path,
+                a->multi ? "multi" : "single", b->path, b->multi ? "multi" : "single");
+done:
+    free(na), free(nb);
+    return st;
+}
+
 int ms_shard_label(const ms_shard_t *s, int i) { return s->meta[i].label; }
 int ms_shard_labelled(const ms_shard_t *s, int i) { return s->known[i]; }
 const uint8_t *ms_shard_labels(const ms_shard_t *s, int i)
@@ -498,13 +567,19 @@ static ms_status_t read_hyperslab(ms_shard_t *s, hid_t ds, int i, int nc, int y,
     hsize_t count4[4] = {1, (hsize_t)nc, (hsize_t)h, (hsize_t)w};
     hsize_t start3[3] = {(hsize_t)i, (hsize_t)y, (hsize_t)x};
     hsize_t count3[3] = {1, (hsize_t)h, (hsize_t)w};
+    char where[600];
+    snprintf(where, sizeof where, "%s:%s of image %d", s->path, what, i);
+    ms_status_t chk = ms_h5_check_region(ds, where, rank, nc ? start4 : start3,
+                                         nc ? count4 : count3);
+    if (chk)
+        return chk;
     hid_t fs = H5Dget_space(ds);
     hid_t ms = H5Screate_simple(rank, nc ? count4 : count3, NULL);
     if (H5Sselect_hyperslab(fs, H5S_SELECT_SET, nc ? start4 : start3, NULL,
                             nc ? count4 : count3, NULL) < 0 ||
         H5Dread(ds, H5T_NATIVE_UINT16, ms, fs, H5P_DEFAULT, out) < 0)
-        st = MS_ERR(MS_EFORMAT, "%s: cannot read %s of image %d (HDF5 read failed: the file may "
-                    "be damaged)", s->path, what, i);
+        st = MS_ERR(MS_EFORMAT, "%s: cannot read %s of image %d: %s", s->path, what, i,
+                    ms_h5_reason());
     H5Sclose(ms);
     H5Sclose(fs);
     return st;
@@ -715,7 +790,7 @@ static ms_status_t create_chunked(ms_shard_writer_t *w, const char *name, hid_t 
     H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER);
     *ds = H5Dcreate2(w->f.id, name, t, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
     if (*ds < 0)
-        st = MS_ERR(MS_EIO, "%s: cannot create /%s", w->f.path, name);
+        st = MS_ERR(MS_EIO, "%s: cannot create /%s: %s", w->f.path, name, ms_h5_reason());
     H5Pclose(dcpl);
     H5Sclose(sp);
     return st;
@@ -728,7 +803,8 @@ ms_status_t ms_shard_create(ms_shard_writer_t **out, const char *path, const ms_
     *out = NULL;
     if (sp->n < 0 || sp->c < 1 || sp->h < 1 || sp->w < 1 || sp->k < 0 ||
         (sp->dtype != MS_DTYPE_U8 && sp->dtype != MS_DTYPE_U16) || sp->level < 0 ||
-        sp->level > 9 || sp->tile < 0)
+        sp->level > 9 || sp->tile < 0 || !(sp->pixel_size[0] >= 0) ||
+        !(sp->pixel_size[1] >= 0) || (sp->pixel_size[0] > 0) != (sp->pixel_size[1] > 0))
         return MS_ERR(MS_EARG, "%s: bad shard shape or options (N=%d C=%d H=%d W=%d K=%d level=%d "
                       "tile=%d)", path, sp->n, sp->c, sp->h, sp->w, sp->k, sp->level, sp->tile);
     MS_ALLOC(w, 1, "shard writer");
@@ -848,7 +924,8 @@ static ms_status_t put_image(ms_shard_writer_t *w, int i, const uint8_t *enc,
         for (int cx = 0; cx < w->spec.w; cx += w->tw, j++) {
             hsize_t off[4] = {(hsize_t)i, 0, (hsize_t)cy, (hsize_t)cx};
             if (H5Dwrite_chunk(w->images, H5P_DEFAULT, 0, off, sizes[j], enc + j * slot) < 0)
-                return MS_ERR(MS_EIO, "%s: cannot write image %d (disk full?)", w->f.path, i);
+                return MS_ERR(MS_EIO, "%s: cannot write image %d: %s", w->f.path, i,
+                              ms_h5_reason());
         }
     w->written[i] = 1;
     return MS_OK;
@@ -995,7 +1072,7 @@ ms_status_t ms_shard_write_mask(ms_shard_writer_t *w, int i, const uint16_t *mas
     hid_t ms = H5Screate_simple(3, count, NULL);
     H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
     if (H5Dwrite(w->masks, H5T_NATIVE_UINT16, ms, fs, H5P_DEFAULT, mask) < 0)
-        st = MS_ERR(MS_EIO, "%s: cannot write mask %d", w->f.path, i);
+        st = MS_ERR(MS_EIO, "%s: cannot write mask %d: %s", w->f.path, i, ms_h5_reason());
     else
         w->mask_written[i] = 1;
     H5Sclose(ms);
@@ -1049,6 +1126,48 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* The shard's own per-image datasets (an extra column may not take their names). */
+static const char *const own_meta[] = {"image_id", "plate", "well", "site", "treatment",
+                                       "replicate", "label", "labels"};
+
+ms_status_t ms_shard_write_meta_strings(ms_shard_writer_t *w, const char *name,
+                                        const char *const *values)
+{
+    ms_status_t st = MS_OK;
+    char path[300];
+    ms_h5_quiet();
+    if (!name[0] || strchr(name, '/') || !strcmp(name, ".") || strlen(name) > 255)
+        return MS_ERR(MS_EARG, "%s: '%s' cannot name a /meta dataset", w->f.path, name);
+    for (size_t j = 0; j < sizeof own_meta / sizeof *own_meta; j++)
+        if (!strcmp(name, own_meta[j]))
+            return MS_ERR(MS_EARG, "%s: an extra column cannot be named /meta/%s (the shard's "
+                          "own)", w->f.path, name);
+    snprintf(path, sizeof path, "meta/%s", name);
+    if (ms_h5_exists(w->f.id, path))
+        return MS_ERR(MS_EARG, "%s: /meta/%s is written twice", w->f.path, name);
+    static const char *const lab[1] = {"image"};
+    MS_TRY(ms_h5_write_strings(w->f.id, path, (size_t)w->spec.n, values));
+    MS_TRY(ms_h5_label_dims(w->f.id, path, lab));
+done:
+    return st;
+}
+
+/* pixel_size_um: float64 [2] (y, x) on the root. */
+static ms_status_t write_pixel_size(ms_shard_writer_t *w)
+{
+    ms_status_t st = MS_OK;
+    hsize_t two = 2;
+    hid_t sp = H5Screate_simple(1, &two, NULL);
+    hid_t a = H5Acreate2(w->f.id, "pixel_size_um", H5T_IEEE_F64LE, sp, H5P_DEFAULT, H5P_DEFAULT);
+    if (a < 0 || H5Awrite(a, H5T_NATIVE_DOUBLE, w->spec.pixel_size) < 0)
+        st = MS_ERR(MS_EIO, "%s: cannot write attribute pixel_size_um", w->f.path);
+    if (a >= 0)
+        H5Aclose(a);
+    if (sp >= 0)
+        H5Sclose(sp);
+    return st;
+}
+
 static ms_status_t write_meta(ms_shard_writer_t *w)
 {
     ms_status_t st = MS_OK;
@@ -1087,6 +1206,15 @@ static ms_status_t write_meta(ms_shard_writer_t *w)
     }
 #undef STRS
 #undef INTS
+    /* dimension labels: h5py's dims[i].label, HDFView's and ViTables' column names */
+    static const char *const l_img[1] = {"image"}, *const l_lab[2] = {"image", "class"};
+    static const char *const l_cell[1] = {"cell"};
+    for (size_t j = 0; j < sizeof own_meta / sizeof *own_meta; j++) {
+        char path[64];
+        snprintf(path, sizeof path, "meta/%s", own_meta[j]);
+        if (ms_h5_exists(f, path))
+            MS_TRY(ms_h5_label_dims(f, path, !strcmp(own_meta[j], "labels") ? l_lab : l_img));
+    }
     if (w->ncells) {
         hsize_t dc[1] = {(hsize_t)w->ncells};
         MS_TRY(ms_h5_write(f, "cells/image_index", H5T_NATIVE_INT32, 1, dc, w->cimg, NULL, 0));
@@ -1094,7 +1222,20 @@ static ms_status_t write_meta(ms_shard_writer_t *w)
         MS_TRY(ms_h5_write(f, "cells/y", H5T_NATIVE_FLOAT, 1, dc, w->cy, NULL, 0));
         MS_TRY(ms_h5_write(f, "cells/label", H5T_NATIVE_INT32, 1, dc, w->clabel, NULL, 0));
         MS_TRY(ms_h5_write(f, "cells/mask_id", H5T_NATIVE_INT32, 1, dc, w->cmask, NULL, 0));
+        static const char *const cn[5] = {"image_index", "x", "y", "label", "mask_id"};
+        for (int j = 0; j < 5; j++) {
+            char path[32];
+            snprintf(path, sizeof path, "cells/%s", cn[j]);
+            MS_TRY(ms_h5_label_dims(f, path, l_cell));
+        }
     }
+    static const char *const l_images[4] = {"image", "channel", "y", "x"};
+    static const char *const l_masks[3] = {"image", "y", "x"};
+    MS_TRY(ms_h5_label_dims(f, "images", l_images));
+    if (w->masks > 0)
+        MS_TRY(ms_h5_label_dims(f, "masks", l_masks));
+    if (w->spec.pixel_size[0] > 0)
+        MS_TRY(write_pixel_size(w));
     MS_TRY(ms_h5_attr_set_str(f, "format", MS_SHARD_FORMAT));
     MS_TRY(ms_h5_attr_set_int(f, "format_version", MS_SHARD_VERSION));
     MS_TRY(ms_h5_attr_set_strings(f, "channel_names", (size_t)w->spec.c,

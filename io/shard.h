@@ -68,6 +68,14 @@ const char *ms_shard_channel_name(const ms_shard_t *s, int c);
  * (the checkpoint's form); malloc'd, NULL when out of memory. */
 char *ms_shard_names_joined(const ms_shard_t *s, int channels);
 int ms_shard_multi_label(const ms_shard_t *s);
+/* Identity by name, not by index: MS_EFORMAT when the '\n'-joined name lists a and b differ,
+ * naming both in order ("classes differ ...: A has [x, y, z]; B has [x, y]"). kind: "classes"
+ * or "channels"; a_from, b_from: where each list comes from (a file). */
+ms_status_t ms_names_check(const char *kind, const char *a_from, const char *a,
+                           const char *b_from, const char *b);
+/* a and b have the same channel names, the same class names in the same order, and the same
+ * kind of labels (single or multi); else MS_EFORMAT naming both files and both lists. */
+ms_status_t ms_shard_check_same(const ms_shard_t *a, const ms_shard_t *b);
 /* Compression of /images as stored: MS_COMP_NONE or MS_COMP_DEFLATE (level unknown: 0). */
 ms_comp_t ms_shard_compression(const ms_shard_t *s);
 
@@ -139,6 +147,8 @@ typedef struct {
     const char *const *channel_names; /* c names, NULL: "ch0", "ch1", ... */
     int multi_label;
     int masks;                        /* 1: /masks uint16 [N, H, W] is written too */
+    double pixel_size[2];             /* (y, x) micrometres per pixel: root attribute
+                                       * pixel_size_um; 0: unknown (no attribute) */
 } ms_shard_spec_t;
 
 typedef struct ms_shard_writer ms_shard_writer_t;
@@ -161,6 +171,11 @@ ms_status_t ms_shard_write_image_u16(ms_shard_writer_t *w, int i, const uint16_t
  * for unknown), ignored for single-label shards (m->label is used). */
 ms_status_t ms_shard_set_meta(ms_shard_writer_t *w, int i, const ms_image_meta_t *m,
                               const uint8_t *labels);
+/* An extra per-image string column /meta/<name> (values: N strings, copied now), e.g. a
+ * LoadData manifest's Metadata_* columns. Names of the shard's own /meta datasets, and names
+ * with '/' or that are empty, are refused. */
+ms_status_t ms_shard_write_meta_strings(ms_shard_writer_t *w, const char *name,
+                                        const char *const *values);
 /* mask (H, W) of image i; needs spec.masks. */
 ms_status_t ms_shard_write_mask(ms_shard_writer_t *w, int i, const uint16_t *mask);
 /* Appends n cells (mask_id may be NULL). */

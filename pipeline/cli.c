@@ -24,6 +24,9 @@ int ms_cli_common(ms_cli_t *cli, int opt, const char *arg)
         }
         cli->sets[cli->nsets++] = arg;
         return 1;
+    case MS_OPT_PRINT_CONFIG:
+        cli->print_config = 1;
+        return 1;
     case MS_OPT_MAX_PIXELS: {
         char *end;
         errno = 0;
@@ -54,15 +57,60 @@ ms_status_t ms_cli_config(const ms_cli_t *cli, ms_config_t **cfg)
             return st;
         }
     }
+    if (cli->print_config)
+        ms_config_record_defaults(*cfg);
     return MS_OK;
+}
+
+ms_status_t ms_cli_print_config(const ms_cli_t *cli, const ms_config_t *cfg, const char *origin)
+{
+    ms_status_t st = MS_OK;
+    char *text = NULL, sec[256] = "";
+    MS_TRY(ms_config_text(cfg, &text));
+    printf("; milscreen %s: the resolved config of %s%s; '; default' marks the keys not given\n",
+           cli->cmd, origin ? origin : "(no file: defaults)",
+           cli->nsets ? " with --set" : "");
+    /* ms_config_text writes "[section]" and "key = value" lines: annotate each key with where
+     * its value came from */
+    for (char *line = text, *next; *line; line = next) {
+        next = line + strcspn(line, "\n");
+        if (*next)
+            *next++ = 0;
+        size_t len = strlen(line);
+        if (line[0] == '[' && len >= 2 && line[len - 1] == ']') {
+            snprintf(sec, sizeof sec, "%.*s", (int)(len - 2), line + 1);
+            printf("%s\n", line);
+            continue;
+        }
+        const char *eq = strstr(line, " = ");
+        char key[256] = "";
+        if (eq && eq - line < (long)sizeof key)
+            snprintf(key, sizeof key, "%.*s", (int)(eq - line), line);
+        const char *where = key[0] ? ms_config_where(cfg, sec, key) : "";
+        const char *note = !strcmp(where, "default")      ? "default"
+                           : !strncmp(where, "--set ", 6) ? "--set"
+                                                          : NULL;
+        if (note)
+            printf("%-40s ; %s\n", line, note);
+        else
+            printf("%s\n", line);
+    }
+    fflush(stdout);
+done:
+    free(text);
+    return st;
 }
 
 int ms_cli_fail(const char *cmd, ms_status_t st)
 {
-    fprintf(stderr, "milscreen %s: error: %s\n", cmd, ms_error_message());
+    /* stopped on request is an outcome, not an error: said as it is, with its own status */
+    fprintf(stderr, "milscreen %s: %s%s\n", cmd, st == MS_EINTERRUPT ? "" : "error: ",
+            ms_error_message());
     const char *t = getenv("MS_TRACE");
     if (t && *t && strcmp(t, "0"))
         fprintf(stderr, "  (%s; %s)\n", ms_status_name(st), ms_error_trace());
+    if (st == MS_EINTERRUPT)
+        return MS_EXIT_INTERRUPTED;
     return (st == MS_EARG || st == MS_ECONFIG) ? 2 : 1;
 }
 

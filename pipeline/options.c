@@ -20,6 +20,12 @@ ms_status_t ms_options_read(ms_config_t *cfg, ms_options_t *o)
     MS_TRY(ms_config_int(cfg, "train", "keep", 3, 1, 1000, &t->keep));
     MS_TRY(ms_config_int(cfg, "train", "loader_threads", 2, 1, 256, &t->loader_threads));
     MS_TRY(ms_config_int(cfg, "train", "cache_mb", 1024, 0, 1L << 30, &t->cache_mb));
+    /* auto: each backend's own default, so that a config without the key computes as before
+     * on either backend (cpu fp32, cuda bf16) */
+    static const char *const precisions[] = {"auto", "fp32", "bf16", "tf32", NULL};
+    int prec;
+    MS_TRY(ms_config_choice(cfg, "train", "precision", "auto", precisions, &prec));
+    t->precision = prec ? precisions[prec] : NULL;
     MS_TRY(ms_config_str(cfg, "data", "train", "", &o->data.train));
     MS_TRY(ms_config_str(cfg, "data", "val", "", &o->data.val));
     MS_TRY(ms_config_str(cfg, "data", "test", "", &o->data.test));

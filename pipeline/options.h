@@ -19,6 +19,9 @@ typedef struct {
     long keep;           /* checkpoints kept */
     long loader_threads;
     long cache_mb;       /* decoded training images kept in memory */
+    const char *precision; /* the backend's compute precision: "fp32", "bf16", "tf32" (cuda),
+                              or NULL for the backend's default (fp32 on cpu, bf16 on cuda);
+                              train and score both take it from here */
 } ms_train_opts_t;
 
 typedef struct {

@@ -14,6 +14,35 @@ double ms_now(void)
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* Wall-clock time of an event, ISO 8601 in UTC with milliseconds, for the run log. */
+static void iso_time(char *buf, size_t n)
+{
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    size_t len = strftime(buf, n, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf + len, n - len, ".%03ldZ", ts.tv_nsec / 1000000);
+}
+
+/* One line of the run log: the fields, then the wall-clock time and the seconds since this
+ * process started. */
+static void log_line(ms_progress_t *p, const char *json_fields)
+{
+    if (!p->log)
+        return;
+    char t[40];
+    iso_time(t, sizeof t);
+    fprintf(p->log, "{%s, \"time\": \"%s\", \"elapsed_s\": %.3f}\n", json_fields, t,
+            ms_now() - p->t0);
+    fflush(p->log);
+}
+
+void ms_progress_log(ms_progress_t *p, const char *json_fields)
+{
+    log_line(p, json_fields);
+}
+
 int ms_progress_parse(const char *name, ms_progress_mode_t *mode)
 {
     if (!strcmp(name, "auto"))
@@ -38,12 +67,17 @@ void ms_progress_start(ms_progress_t *p, ms_progress_mode_t mode, FILE *log, lon
     p->log = log;
     p->t0 = p->last = ms_now();
     p->start_step = start_step;
+    p->last_step = start_step;
     p->total = total;
     p->interval = mode == MS_PROGRESS_BAR ? 0.5 : 10.0;
     const char *iv = getenv("MS_PROGRESS_INTERVAL");
     if (iv && atof(iv) > 0)
         p->interval = atof(iv);
     p->quiet = quiet;
+    char js[128];
+    snprintf(js, sizeof js, "\"event\": \"start\", \"step\": %ld, \"steps_total\": %ld",
+             start_step, total);
+    log_line(p, js);
     if (!quiet && mode == MS_PROGRESS_LINES) {
         printf("%10s | %6s | %10s | %8s | %5s | %9s\n", "step", "epoch", "loss", "img/s", "busy",
                "ETA");
@@ -68,10 +102,19 @@ void ms_progress_step(ms_progress_t *p, long step, long epoch, double loss, long
     /* the backend's share of this interval's training steps (validation and checkpoints
      * left out): the steady state, not diluted by the start-up */
     const ms_timing_t *a = &p->time, *b = &p->time_last;
+    if (force && a->engine == b->engine && p->last > p->t0)
+        return; /* no step since the last line (it ended the epoch): nothing new to say */
     double steps = (now - p->last) - (a->validation - b->validation) -
                    (a->checkpoint - b->checkpoint);
     double busy = steps > 0 ? (a->engine - b->engine) / steps : 0;
     double wait = steps > 0 ? (a->loader - b->loader) / steps : 0;
+    if (step == p->last_step && p->last_step > p->start_step) {
+        busy = p->last_busy; /* no training step in this interval (the end-of-epoch line) */
+        wait = p->last_wait;
+    }
+    p->last_step = step;
+    p->last_busy = busy;
+    p->last_wait = wait;
     p->time_last = p->time;
     p->last = now;
     double el = now - p->t0;
@@ -81,12 +124,12 @@ void ms_progress_step(ms_progress_t *p, long step, long epoch, double loss, long
     char e[32];
     fmt_eta(e, sizeof e, eta);
     if (p->log) {
-        fprintf(p->log,
-                "{\"event\": \"step\", \"step\": %ld, \"epoch\": %ld, \"loss\": %.6g, "
-                "\"images_per_s\": %.4g, \"busy\": %.4f, \"loader_wait\": %.4f, "
-                "\"elapsed_s\": %.3f}\n",
-                step, epoch, loss, ips, busy, wait, el);
-        fflush(p->log);
+        char js[256];
+        snprintf(js, sizeof js,
+                 "\"event\": \"step\", \"step\": %ld, \"epoch\": %ld, \"loss\": %.8g, "
+                 "\"images_per_s\": %.4g, \"busy\": %.4f, \"loader_wait\": %.4f",
+                 step, epoch, loss, ips, busy, wait);
+        log_line(p, js);
     }
     if (p->quiet)
         return;
@@ -108,10 +151,8 @@ void ms_progress_step(ms_progress_t *p, long step, long epoch, double loss, long
 
 void ms_progress_note(ms_progress_t *p, const char *json_fields, const char *fmt, ...)
 {
-    if (p->log && json_fields) {
-        fprintf(p->log, "{%s, \"elapsed_s\": %.3f}\n", json_fields, ms_now() - p->t0);
-        fflush(p->log);
-    }
+    if (json_fields)
+        log_line(p, json_fields);
     if (p->quiet)
         return;
     if (p->bar_open) {

@@ -35,6 +35,8 @@ typedef struct {
     int bar_open;
     ms_timing_t time;        /* the caller adds into this */
     ms_timing_t time_last;   /* at the last line: the next line's shares are of the interval */
+    long last_step;          /* step of the last line, and its shares: a forced line with no */
+    double last_busy, last_wait; /* step since then repeats them rather than showing 0 */
 } ms_progress_t;
 
 /* mode_name: "auto" (bar on a terminal outside Slurm, lines otherwise), "lines" or "bar". */
@@ -45,6 +47,10 @@ void ms_progress_start(ms_progress_t *p, ms_progress_mode_t mode, FILE *log, lon
  * is the backend's share of the interval's training steps (p->time). */
 void ms_progress_step(ms_progress_t *p, long step, long epoch, double loss, long images,
                       int force);
+/* Every log line carries "time" (wall clock, ISO 8601 UTC) and "elapsed_s" (seconds since
+ * ms_progress_start); ms_progress_start logs a "start" event (the step it starts from). */
+/* A line of the log only (json_fields: the object's fields without braces). */
+void ms_progress_log(ms_progress_t *p, const char *json_fields);
 /* A free-form line (validation results...), printed between progress lines and logged. */
 void ms_progress_note(ms_progress_t *p, const char *json_fields, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

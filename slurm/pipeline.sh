@@ -29,8 +29,10 @@
 #   --data-sbatch, --train-sbatch, --score-sbatch "OPTS"   for one job (e.g. "--gres=gpu:4
 #                        --ntasks=4 --time=2-00:00:00" for training)
 #   --dry-run            print the sbatch commands instead of submitting
-# Environment: MILSCREEN (the binary; default milscreen on PATH, else build/pipeline/milscreen
-# beside this folder), passed on to the jobs with the rest of the environment.
+# Environment: MILSCREEN (the binary; default PREFIX/bin/milscreen when this script is the
+# installed PREFIX/share/milscreen/slurm/pipeline.sh, else milscreen on PATH, else
+# build/pipeline/milscreen beside this folder), passed on to the jobs with the rest of the
+# environment.
 #
 # Output: one line per job ("data   1234" ...) and last "jobs: DATA TRAIN SCORE". Job logs go
 # to DIR/logs/<name>-<jobid>.out. If training is requeued near its time limit, scoring waits
@@ -78,6 +80,8 @@ for x in "$synth" "$manifest" "$ingest" "$shards"; do [[ -n $x ]] && n=$((n + 1)
 
 if [[ -n ${MILSCREEN:-} ]]; then
   [[ -x $MILSCREEN ]] || die "MILSCREEN=$MILSCREEN is not an executable file"
+elif [[ $here == */share/milscreen/slurm && -x $here/../../../bin/milscreen ]]; then
+  MILSCREEN=$(readlink -f "$here/../../../bin/milscreen")  # installed: PREFIX/bin
 elif command -v milscreen >/dev/null; then
   MILSCREEN=$(command -v milscreen)
 elif [[ -x $here/../build/pipeline/milscreen ]]; then
@@ -89,7 +93,8 @@ export MILSCREEN
 for s in train.sbatch score.sbatch; do
   [[ -f $here/$s ]] || die "$here/$s not found (pipeline.sh submits the scripts beside it)"
 done
-command -v sbatch >/dev/null || die "sbatch not found: run this where Slurm's commands are"
+(( dry )) || command -v sbatch >/dev/null ||
+  die "sbatch not found: run this where Slurm's commands are"
 
 mkdir -p "$work/logs"
 work=$(cd "$work" && pwd)

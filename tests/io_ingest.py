@@ -1,8 +1,8 @@
 #!/usr/bin/python3
 """`milscreen ingest` on TIFFs this test makes: every variant the issue lists (8/16 bit, striped
-and tiled, none/LZW/deflate/PackBits, multi-page, little/big-endian, palette read as indices),
+and tiled, none/LZW/deflate/PackBits, multi-page, little/big-endian),
 the pixels and metadata read back equal (and the shard round-trips through h5py, see
-io_roundtrip.py); bad inputs fail naming the file and CSV line and leave no shard; BBBC021's
+io_roundtrip.py; palette, RGB, OME-TIFF and the conversions are tests/io_tiff_formats.py); bad inputs fail naming the file and CSV line and leave no shard; BBBC021's
 layout from tests/data/bbbc021 (an excerpt of the real tables) joins as published.
 Usage: io_ingest.py --milscreen BIN --dump BIN --root SRCDIR"""
 import argparse
@@ -69,11 +69,7 @@ def make_variants(d, rng):
         p = os.path.join(d, f"u{bits}_bigendian_lzw_tiled.tif")
         tiffcp(base, p, "-B", "-c", "lzw", "-t", "-w", "16", "-l", "16")
         v[f"u{bits}_bigendian_lzw_tiled"] = (p, arr)
-    # palette: read as the index values, not as colours
-    cmap = rng.integers(0, 65536, size=(3, 256), dtype=np.uint16)
-    p = os.path.join(d, "palette.tif")
-    tifffile.imwrite(p, a8, photometric="palette", colormap=cmap)
-    v["u8_palette"] = (p, a8)
+    # palette, RGB, min-is-white and the other conversions: tests/io_tiff_formats.py
     # multi-page, one channel per page
     pages = rng.integers(0, 65536, size=(3, H, W), dtype=np.uint16)
     p = os.path.join(d, "pages.tif")
@@ -139,7 +135,7 @@ def test_variants(a, tmp, rng):
     # all 8-bit inputs make a uint8 shard; uncompressed, tiled; multi-label with --classes
     rows8 = [[f"p{i}", "PL2", "B01", i, "", "", "hit;ctrl" if i else "ctrl",
               os.path.relpath(v[n][0], tmp)]
-             for i, n in enumerate(["u8_palette", "u8_lzw_tiled", "u8_bigendian"])]
+             for i, n in enumerate(["u8_strips", "u8_lzw_tiled", "u8_bigendian"])]
     man8 = os.path.join(tmp, "manifest8.csv")
     write_manifest(man8, rows8, ["grey"], label_col="labels")
     out8 = os.path.join(tmp, "out", "u8.h5")
@@ -147,8 +143,8 @@ def test_variants(a, tmp, rng):
          "--tile", "16", "--classes", "hit,ctrl,other"])
     if os.path.exists(out8):
         imgs, _ = shard_images(out8)
-        check(imgs.dtype == np.uint8 and np.array_equal(imgs[0, 0], v["u8_palette"][1]),
-              "palette read as its indices into a uint8 shard")
+        check(imgs.dtype == np.uint8 and np.array_equal(imgs[0, 0], v["u8_strips"][1]),
+              "8-bit TIFFs make a uint8 shard")
         with h5py.File(out8, "r", locking=False) as f:
             check(f["images"].chunks == (1, 1, 16, 16) and f["images"].compression is None,
                   f"tiles, no compression: {f['images'].chunks}")
@@ -187,7 +183,8 @@ def test_errors(a, tmp, v, rows):
         ("truncated", 4, lambda r: os.path.relpath(trunc, tmp), "truncated.tif"),
         ("truncated data", 6, lambda r: os.path.relpath(cut, tmp), "cutdata.tif"),
         ("other size", 5, lambda r: os.path.relpath(small, tmp), "small.tif"),
-        ("rgb", 2, lambda r: os.path.relpath(rgb, tmp), "rgb.tif"),
+        # an RGB file is three channels a.R, a.G, a.B: not the a of the other rows
+        ("rgb", 3, lambda r: os.path.relpath(rgb, tmp), "rgb.tif"),
         ("not a tiff", 3, lambda r: os.path.relpath(notiff, tmp), "text.tif"),
         ("missing page", 4, lambda r: r[8].split("#")[0] + "#7", "pages.tif"),
     ]
@@ -329,7 +326,10 @@ def test_bbbc021(a, tmp, rng):
           f"missing BBBC021 image: {r.stderr.strip()}")
     print(f"ingest bbbc021: {len(want)} labelled of {len(rows)} rows, {len(classes)} classes")
     # the whole published table, joined without reading images: 3,848 labelled images
+    # beside the repository (a checkout in /work/main, or a worktree in /work/wt/NAME)
     real = os.path.join(a.root, "..", "shared", "data", "bbbc021")
+    if not os.path.exists(os.path.join(real, "BBBC021_v1_image.csv")):
+        real = os.path.join(a.root, "..", "..", "shared", "data", "bbbc021")
     if os.path.exists(os.path.join(real, "BBBC021_v1_image.csv")):
         r = run([a.milscreen, "ingest", "--bbbc021", os.path.join(real, "BBBC021_v1_image.csv"),
                  "--moa", os.path.join(real, "BBBC021_v1_moa.csv"), "--dry-run"])

@@ -44,6 +44,29 @@ def weights(path):
         return out
 
 
+def digest(f):
+    """The checkpoint digest as docs/FORMATS.md defines it: FNV-1a 64 over the config text and
+    the float32 parameters, layer by layer in config order (weight, bias, threshold)."""
+    cfg = f.attrs["config"]
+    cfg = cfg.encode() if isinstance(cfg, str) else bytes(cfg)
+    h = 0xcbf29ce484222325
+    data = cfg
+    for sec in [line.strip()[1:-1] for line in cfg.decode().splitlines() if line.startswith("[")]:
+        for part in ("weight", "bias", "threshold"):
+            if f"weights/{sec}/{part}" in f:
+                data += f[f"weights/{sec}/{part}"][()].astype("<f4").tobytes()
+    for b in data:
+        h = ((h ^ b) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return f"{h:016x}"
+
+
+def resign(path):
+    """After editing weights on purpose: store the digest of what is there now (a checkpoint
+    whose weights do not match its digest is refused as damaged)."""
+    with h5py.File(path, "r+") as f:
+        f.attrs["digest"] = digest(f)
+
+
 def newest(run_dir):
     c = sorted(p for p in os.listdir(run_dir) if p.startswith("ckpt-"))
     return os.path.join(run_dir, c[-1])
@@ -95,9 +118,15 @@ with tempfile.TemporaryDirectory() as d:
     # resume a run whose class maps were set to 1e38 (finite, but every logit overflows)
     os.makedirs("nan")
     shutil.copy(newest("a"), "nan/ckpt-00000001.h5")
+    with h5py.File("nan/ckpt-00000001.h5", "r") as f:
+        stored = f.attrs["digest"]
+        stored = stored.decode() if isinstance(stored, bytes) else str(stored)
+        check("the digest recomputed with h5py is the stored one", digest(f) == stored,
+              f"{digest(f)} vs {stored}")
     with h5py.File("nan/ckpt-00000001.h5", "r+") as f:
         f["weights/conv7/bias"][...] = 1e38
         f["weights/conv7/weight"][...] = 1e38
+    resign("nan/ckpt-00000001.h5")
     r = run("train", "--config", "tiny.ini", "--run", "nan", "--resume", "--set",
             "train.epochs=6", ok=False)
     check("a non-finite loss stops training with an error naming the step",
@@ -125,7 +154,8 @@ with tempfile.TemporaryDirectory() as d:
         time.sleep(0.2)
     p.send_signal(signal.SIGUSR1)
     out, err = p.communicate(timeout=120)
-    check("SIGUSR1 stops cleanly", p.returncode == 0 and "stopped by signal" in out, out[-300:] + err)
+    check("SIGUSR1 stops cleanly with exit 75 (EX_TEMPFAIL: stopped, resumable)",
+          p.returncode == 75 and "stopped by signal" in err, f"exit {p.returncode} " + out[-300:] + err)
     stopped = newest("c")
     stop_step = int(os.path.basename(stopped)[5:13])
     check("stopped mid-run", 0 < stop_step < 100 * 4, str(stop_step))

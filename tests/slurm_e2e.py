@@ -11,7 +11,11 @@ idle, then checks, on tiny synthetic plates and a shrunken network:
      (--resume, the step count continues) and finishes;
   3. train.sbatch with GRID as a 2-task array: two run folders whose checkpoints hold different configs;
   4. score.sbatch with NIGHTLY: the job resubmits itself; the second run skips the shard
-     the first scored and scores the one added in between.
+     the first scored and scores the one added in between;
+  5. the real time limit: #SBATCH --signal reaches the batch shell, checkpoint, requeue;
+  6. an installed tree (cmake --install of the build MILSCREEN is in): the installed
+     train.sbatch, submitted with no MILSCREEN and no milscreen on PATH, runs the installed
+     binary.
 Everything is torn down at the end, also on failure: jobs cancelled, daemons stopped, and
 any process left that carries this cluster's SLURM_CONF killed by its pid.
 
@@ -317,6 +321,9 @@ TINY = ["--set", "conv1.filters=4", "--set", "conv2.filters=4", "--set", "conv3.
         "--set", "conv4.filters=8", "--set", "conv5.filters=8", "--set", "conv6.filters=8",
         "--set", "net.classes=3", "--set", "train.crop=0", "--set", "train.batch=2"]
 SB = ["--cpus-per-task=1", "--time=10"]
+# train.sbatch's own #SBATCH --signal=B:USR1@600 fires at once under a 10-minute limit (and a
+# signal that reaches milscreen before it has started ends it): train jobs get 30 minutes
+TRAIN_SB = SB + ["--time=30"]
 
 
 def run_checks(cl, jobs, ms, root, slurm, work, h5py, np, existing):
@@ -335,7 +342,7 @@ def run_checks(cl, jobs, ms, root, slurm, work, h5py, np, existing):
     # -- 1. the chained pipeline ------------------------------------------------------------
     r = subprocess.run([os.path.join(slurm, "pipeline.sh"), "--work", f"{work}/pipe", "--synth",
                         "--synth-args", "--size 96x96 --treatments 2 --replicates 2 --sites 1 --threads 1",
-                        *TINY, "--set", "train.epochs=2", "--sbatch", " ".join(SB)],
+                        *TINY, "--set", "train.epochs=2", "--sbatch", " ".join(TRAIN_SB)],
                        env=cl.env, capture_output=True, text=True, cwd=work)
     m = re.search(r"^jobs: (\d+) (\d+) (\d+)$", r.stdout, re.M)
     check("pipeline.sh submits three jobs and prints their ids", r.returncode == 0 and m,
@@ -353,7 +360,7 @@ def run_checks(cl, jobs, ms, root, slurm, work, h5py, np, existing):
 
     # -- 2. signal, checkpoint, requeue, resume ---------------------------------------------
     epochs = 100  # 600 steps: seconds on one core, long enough to be signalled mid-run
-    tr = jobs.submit(SB + ["--job-name=sig", f"--output={work}/sig-%j.out",
+    tr = jobs.submit(TRAIN_SB + ["--job-name=sig", f"--output={work}/sig-%j.out",
                            os.path.join(slurm, "train.sbatch"), paper, f"{work}/sigrun", *TINY,
                            "--set", f"train.epochs={epochs}", "--set", f"data.train={work}/d128/train.h5",
                            "--set", f"data.val={work}/d128/test.h5"])
@@ -363,7 +370,7 @@ def run_checks(cl, jobs, ms, root, slurm, work, h5py, np, existing):
     with open(f"{work}/grid.txt", "w") as f:
         f.write("# lr and conv6 width\n\ntrain.lr=0.001 conv6.filters=8\n"
                 "--set train.lr=0.0005 --set conv6.filters=12\n")
-    gr = jobs.submit(SB + ["--array=1-2", f"--output={work}/grid-%A_%a.out",
+    gr = jobs.submit(TRAIN_SB + ["--array=1-2", f"--output={work}/grid-%A_%a.out",
                            "--export=ALL,GRID=grid.txt",
                            os.path.join(slurm, "train.sbatch"), paper, "grid",
                            *TINY, *data, "--set", "train.epochs=1"])
@@ -514,6 +521,36 @@ def run_checks(cl, jobs, ms, root, slurm, work, h5py, np, existing):
               and out.count("requeueing job") == 1, f"{jobs.state(tl)}\n{out[-1500:]}")
     else:
         cl.sh(["scancel", tl])
+
+    # -- 6. an installed tree: PREFIX/share/milscreen/slurm/train.sbatch submitted by that
+    # path, with no MILSCREEN and no milscreen on PATH, runs PREFIX/bin/milscreen (the job
+    # runs a spool copy: the script finds its own path in Slurm's Command=) ----------------
+    build = os.path.dirname(os.path.dirname(ms))
+    if not os.path.exists(os.path.join(build, "CMakeCache.txt")):
+        log(f"not checked: an installed train.sbatch ({ms} is not in a build tree to install)")
+        return
+    prefix = os.path.join(work, "installed prefix")
+    r = subprocess.run(["cmake", "--install", build, "--prefix", prefix], capture_output=True,
+                       text=True)
+    if not check("cmake --install into a prefix", r.returncode == 0, r.stderr[-800:]):
+        return
+    ienv = {k: v for k, v in cl.env.items() if k != "MILSCREEN"}
+    ienv["PATH"] = ":".join(d for d in ienv["PATH"].split(":")
+                            if not os.path.exists(os.path.join(d, "milscreen")))
+    share = os.path.join(prefix, "share", "milscreen")
+    r = subprocess.run(["sbatch", "--parsable", *SB, "--job-name=installed",
+                        f"--output={work}/installed-%j.out",
+                        os.path.join(share, "slurm", "train.sbatch"),
+                        os.path.join(share, "configs", "paper.ini"), f"{work}/instrun", *TINY,
+                        *data, "--set", "train.epochs=1"],
+                       env=ienv, capture_output=True, text=True, cwd=work)
+    if check("the installed train.sbatch submitted", r.returncode == 0, r.stderr):
+        ij = r.stdout.strip().split(";")[0]
+        if jobs.wait([ij], 120 * scale, "installed train.sbatch"):
+            out = read(f"{work}/installed-{ij}.out")
+            check("the installed train.sbatch ran the installed binary",
+                  f" {os.path.join(prefix, 'bin', 'milscreen')} train " in out, out[-1500:])
+            check("... which wrote a checkpoint", bool(checkpoints(f"{work}/instrun")))
 
 
 if __name__ == "__main__":

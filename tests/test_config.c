@@ -94,5 +94,66 @@ int main(void)
     CHECK(ms_config_set(cfg, "noequals") == MS_EARG, "bad --set");
     CHECK(strstr(ms_config_where(cfg, "net", "classes"), "--set") != NULL, "where of --set");
     ms_config_free(cfg);
+
+    /* the stored config reads back whatever the length of a value (inih's 200-character line
+     * limit made every checkpoint of a run with a long data.train list unloadable) */
+    {
+        size_t big = 20000;
+        char *list = malloc(big + 1), *text = malloc(big + 64), *set = malloc(big + 32);
+        size_t o = 0;
+        for (int i = 0; o + 40 < big; i++)
+            o += (size_t)snprintf(list + o, big - o, "%s/scratch/screen7/plate-%04d.h5",
+                                  i ? " " : "", i);
+        snprintf(text, big + 64, "[data]\ntrain = %s\n", list);
+        CHECK_OK(ms_config_parse(&cfg, text, "long.ini"));
+        const char *got = NULL;
+        CHECK_OK(ms_config_str(cfg, "data", "train", "", &got));
+        CHECK(got && !strcmp(got, list), "a %zu-character line parses whole", o);
+        snprintf(set, big + 32, "data.val=%s", list);
+        CHECK_OK(ms_config_set(cfg, set));
+        char *t1 = NULL, *t2 = NULL;
+        CHECK_OK(ms_config_text(cfg, &t1));
+        ms_config_t *back = NULL;
+        CHECK_OK(ms_config_parse(&back, t1, "stored"));
+        CHECK_OK(ms_config_str(back, "data", "val", "", &got));
+        CHECK(got && !strcmp(got, list), "a %zu-character --set value reads back", o);
+        CHECK_OK(ms_config_text(back, &t2));
+        CHECK(t1 && t2 && !strcmp(t1, t2), "the text reads back as the same text");
+        ms_config_free(back);
+        ms_config_free(cfg);
+        free(t1), free(t2), free(list), free(text), free(set);
+    }
+    /* what the file allows: CR LF, a byte order mark, comments, ':' */
+    CHECK_OK(ms_config_parse(&cfg, "\xef\xbb\xbf[net] ; the net\r\nclasses : 3 ; three\r\n"
+                             "# comment\n  [ train ]\n  lr = 1e-3;no comment\n", "x.ini"));
+    {
+        long k = 0;
+        const char *lr = NULL;
+        CHECK_OK(ms_config_int(cfg, "net", "classes", 1, 1, 10, &k));
+        CHECK_OK(ms_config_str(cfg, "train", "lr", "", &lr));
+        CHECK(k == 3 && lr && !strcmp(lr, "1e-3;no comment"), "classes %ld lr '%s'", k,
+              lr ? lr : "");
+    }
+    /* --set values that would not read back are refused, blanks around a value dropped */
+    CHECK(ms_config_set(cfg, "data.train=a.h5 ;b.h5") == MS_EARG &&
+              strstr(ms_error_message(), "comment"), "%s", ms_error_message());
+    CHECK(ms_config_set(cfg, "data.train=a.h5\nb.h5") == MS_EARG &&
+              strstr(ms_error_message(), "control character"), "%s", ms_error_message());
+    CHECK(ms_config_set(cfg, "da ta.train=x") == MS_EARG, "a blank in a --set name");
+    CHECK(ms_config_set(cfg, "data.tr:ain=x") == MS_EARG, "':' in a --set key");
+    CHECK_OK(ms_config_set(cfg, "data.train=  a.h5;b.h5  "));
+    {
+        const char *tv = NULL;
+        CHECK_OK(ms_config_str(cfg, "data", "train", "", &tv));
+        CHECK(tv && !strcmp(tv, "a.h5;b.h5"), "trimmed '%s'", tv ? tv : "");
+    }
+    ms_config_free(cfg);
+    expect_error("[net]x\n", "t.ini:1: malformed section header");
+    expect_error("[]\n", "t.ini:1: empty section name");
+    expect_error("classes = 3\n[net]\n", "t.ini:1: key 'classes' is outside any [section]");
+    expect_error("[net]\nclasses = 3\nclasses = 4\n", "t.ini:3: [net] classes is given twice");
+    expect_error("[net]\nclasses = 3\x01\n", "t.ini:2: control character");
+    CHECK(ms_config_parse_n(&cfg, "[net]\nclasses = 3\0\n", 19, "n.ini") == MS_EFORMAT &&
+              strstr(ms_error_message(), "n.ini:2: a NUL byte"), "%s", ms_error_message());
     return check_summary();
 }

@@ -10,6 +10,7 @@
 
 #include "check.h"
 #include "engine/net.h"
+#include "engine/ref/ref.h"
 #include "engine/rng.h"
 #include "ms_build_config.h"
 
@@ -24,6 +25,41 @@
  * most 2e-6 of the tensor's largest element on every case here. 1e-4 of the largest element
  * (max norm) leaves a 50x margin and still catches one wrong or unwritten element. */
 static const double TOL = 1e-4;
+
+/* bf16: relative L2 errors ||cpu - oracle||_2 / ||oracle||_2 of whole tensors, the oracle
+ * rounding to bf16 where this backend does (emulate()). Two effects remain, each measured:
+ * - oneDNN adds the gradients of overlapping pooling windows (3x3 stride 2) into its bf16
+ *   input gradient one window at a time, rounding after each, in the order of its unrolled
+ *   kernel (measured: that order and per-addition rounding reproduce its output bit for bit,
+ *   but the unroll width is the kernel's own, 5 or 11 windows on a 13-wide output); against
+ *   the oracle's single rounding 0.45% (max) and 23% (average) of those gradients differ by
+ *   one bf16 ulp, and later bf16 roundings turn such ulps into more: the small networks with
+ *   overlapping windows measured up to 3.6e-3 (pool blocked: input gradient); those without,
+ *   1e-7 (f32 summation order), or 1.1e-5 where that order moved one element across a bf16
+ *   rounding boundary (one ulp of one element in n gives 2^-8 / sqrt(n)). TOL_BF16_POINTS
+ *   allows about 0.5% of the elements such a flip; a rounding point missed or added (e.g.
+ *   the output rounded before the bias) moves most elements by up to half an ulp, a relative
+ *   L2 of about 2^-9 / sqrt(3) = 1.1e-3, and fails;
+ * - on the paper's network the forward's near-ties resolve differently after a one-ulp
+ *   difference (max pooling picks another window element, a ReLU another sign), and each
+ *   backward max-pooling stage carries it further towards the input: over 28 random draws
+ *   (2 x 3 x 70 x 90) the logits differed by at most 2.2e-3, the instance maps and outputs
+ *   by 2e-4, the guided backprop by 6.7e-3, the gradients by 6e-4 (conv7) growing to 1.1e-2
+ *   (conv5), 1.8e-2 (conv3), 7.1e-2 (conv1) and 7.7e-2 (the input), median 7e-3; emulated
+ *   by the CUDA test, bf16 against the EXACT network differs by 0.25 there.
+ * The tolerances leave 2.5x or more over the worst measured: */
+static const double TOL_BF16_POINTS = 3e-4;   /* small networks, no overlapping pooling */
+static const double TOL_BF16_SMALL = 1e-2;    /* small networks with overlapping pooling */
+static const double TOL_BF16_FWD = 1e-2;      /* the paper network: forward outputs */
+static const double TOL_BF16_GUIDED = 2e-2;   /* ... guided backprop */
+static const double TOL_BF16_GRAD = 0.2;      /* ... gradients */
+/* Against the exact network (the double reference), the forward outputs: bf16 rounds each
+ * layer's output at 2^-9 relative; measured at most 6e-3 for the logits through 7 rounded
+ * layers (the oracle's own logits alike). */
+static const double TOL_BF16_EXACT = 2e-2;
+
+/* The cpu backend's precision under test: "fp32", or "bf16" (main's argument). */
+static const char *precision = "fp32";
 
 static uint64_t rng_counter = 1;
 static float urand(uint64_t key) /* [-1, 1) */
@@ -137,16 +173,19 @@ static void read_back(float *r, const void *src, size_t n, int f64)
         r[i] = f64 ? (float)((const double *)src)[i] : ((const float *)src)[i];
 }
 
-static int run_side(const char *backend, ms_dtype_t dt, const ms_spec_t *spec, int N, int H,
-                    int W, int train, const float *xf, const float *tf, const float *pf,
-                    result_t *r)
+/* The dropout stream of every case's passes: the backends and the bf16 oracle draw from it. */
+static const ms_pass_t case_pass = {.seed = 99, .step = 4, .image0 = 3};
+
+static int run_side(const char *backend, const char *prec, ms_dtype_t dt,
+                    const ms_spec_t *spec, int N, int H, int W, int train, const float *xf,
+                    const float *tf, const float *pf, result_t *r)
 {
     ms_backend_t *be = NULL;
     ms_net_t *net = NULL;
     int ok = 0, f64 = dt == MS_F64;
     void *x = NULL, *t = NULL, *params = NULL, *buf = NULL;
     memset(r, 0, sizeof *r);
-    CHECK_OK(ms_backend_open(&be, backend, 0, 2, "fp32"));
+    CHECK_OK(ms_backend_open(&be, backend, 0, 2, prec));
     if (!be)
         return 0;
     CHECK_OK(ms_net_create(&net, spec, be, dt, 5));
@@ -170,7 +209,7 @@ static int run_side(const char *backend, ms_dtype_t dt, const ms_spec_t *spec, i
         CHECK_OK(call);                                                                    \
         read_back((dst), buf, (n), f64);                                                   \
     } while (0)
-    ms_pass_t pass = {.seed = 99, .step = 4, .image0 = 3};
+    ms_pass_t pass = case_pass;
     CHECK_OK(ms_net_write(net, ms_net_params(net), params));
     CHECK_OK(ms_net_forward(net, x, &pass));
     READ(r->logits, nm, ms_net_output(net, MS_OUT_LOGITS, buf));
@@ -193,6 +232,335 @@ out:
     return ok;
 }
 
+/* ---- bf16 ---------------------------------------------------------------------------------
+ * precision = bf16 against an oracle: the network in double through the reference ops,
+ * rounded to bf16 (through float, as oneDNN converts its f32 accumulators) exactly where this
+ * backend rounds (engine/cpu/backend.c):
+ * - a convolution reads bf16 copies of its input and weights and writes bf16 once, after the
+ *   bias and the ReLU (oneDNN adds both to the f32 accumulator before converting);
+ * - from the first convolution on, activations and their gradients are stored in bf16: a
+ *   pooling or dropout output there is rounded, and so is every data gradient written into
+ *   such a buffer (pooling, dropout, the MIL layer's dz, the guided seed); a convolution's
+ *   data gradient is always bf16 (even into an f32 buffer before it);
+ * - ReLU and the guided clamp only select, so they round nothing; the layers before the
+ *   first convolution, the MIL layer, the loss and the head stay f32 (here: exact);
+ * - weight and bias gradients are f32: sums of products of the bf16 operands, not rounded.
+ * The oracle in double stands for f32 accumulation, whose own error (~1e-6 relative, see TOL)
+ * is far below bf16's 2^-9 = 2e-3. */
+
+static float bf16_round(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    u += 0x7fffu + ((u >> 16) & 1u); /* round to nearest even (no NaN here) */
+    u &= 0xffff0000u;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static void round_bf16(double *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        p[i] = bf16_round((float)p[i]);
+}
+
+typedef struct {
+    const ms_spec_t *spec;
+    ms_layer_t *L;
+    int n, train;
+    int *bf;              /* per layer: its output (and output gradient) is stored in bf16 */
+    double *params, *grads, *x, *dx, *t;
+    double **act, **dact; /* per layer (N, oc, oh, ow) */
+    double *logP, *log1mP, *glogP, *glog1mP, *prob, *gP; /* (N, K) */
+    double *in_r, *w_r;   /* a convolution's bf16 operands: the largest input and weights */
+} emu_t;
+
+static ms_conv_shape_t emu_shape(const emu_t *e, const ms_layer_t *L)
+{
+    return (ms_conv_shape_t){.n = e->n, .c = L->c, .h = L->h, .w = L->w, .o = L->oc,
+                             .oh = L->oh, .ow = L->ow, .k = L->spec->size,
+                             .stride = L->spec->stride, .pad = L->spec->pad};
+}
+
+static size_t emu_out(const emu_t *e, int l)
+{
+    return (size_t)e->n * e->L[l].oc * e->L[l].oh * e->L[l].ow;
+}
+
+static size_t emu_in(const emu_t *e, int l)
+{
+    return (size_t)e->n * e->L[l].c * e->L[l].h * e->L[l].w;
+}
+
+/* e->in_r, e->w_r: conv layer l's input and weights rounded to bf16 */
+static void emu_operands(emu_t *e, int l)
+{
+    const ms_layer_t *L = &e->L[l];
+    memcpy(e->in_r, l ? e->act[l - 1] : e->x, 8 * emu_in(e, l));
+    round_bf16(e->in_r, emu_in(e, l));
+    memcpy(e->w_r, e->params + L->w_off, 8 * L->nw);
+    round_bf16(e->w_r, L->nw);
+}
+
+static void emu_forward(emu_t *e)
+{
+    const ms_spec_t *sp = e->spec;
+    for (int l = 0; l < sp->nlayers; l++) {
+        const ms_layer_t *L = &e->L[l];
+        const ms_layer_spec_t *s = L->spec;
+        const double *in = l ? e->act[l - 1] : e->x, *b = e->params + L->b_off;
+        double *out = e->act[l];
+        size_t no = emu_out(e, l);
+        ms_conv_shape_t cs = emu_shape(e, L);
+        ms_mil_params_t m = {.kind = s->pool, .a = s->a, .r = s->r};
+        switch (s->kind) {
+        case MS_LAYER_CONV:
+            emu_operands(e, l);
+            ms_ref_conv_forward_f64(out, e->in_r, e->w_r, b, &cs);
+            if (s->relu)
+                ms_ref_relu_forward_f64(out, out, no);
+            break;
+        case MS_LAYER_MAXPOOL:
+        case MS_LAYER_AVGPOOL:
+            ms_ref_pool_forward_f64(out, in, &cs, s->kind == MS_LAYER_MAXPOOL);
+            break;
+        case MS_LAYER_RELU:
+            ms_ref_relu_forward_f64(out, in, no);
+            break;
+        case MS_LAYER_DROPOUT:
+            if (e->train && s->rate > 0)
+                ms_ref_dropout_forward_f64(out, in, no, ms_pass_index0(&case_pass, no / e->n),
+                                           ms_pass_key(&case_pass, l), s->rate);
+            else
+                memcpy(out, in, 8 * no);
+            break;
+        case MS_LAYER_MIL:
+            ms_ref_mil_forward_f64(out, e->logP, e->log1mP, in, L->nb ? b : NULL, &m, e->n,
+                                   L->c, L->h * L->w);
+            break;
+        case MS_LAYER_FC:
+            ms_ref_fc_forward_f64(out, in, e->params + L->w_off, b, e->n, L->c, L->oc);
+            break;
+        }
+        if (e->bf[l])
+            round_bf16(out, no);
+    }
+}
+
+/* backward of layer l; grads NULL: data only; guided: clamp the input gradient at 0 */
+static void emu_backward(emu_t *e, int l, double *grads, int guided)
+{
+    const ms_layer_t *L = &e->L[l];
+    const ms_layer_spec_t *s = L->spec;
+    const int mil = e->spec->mil, in_bf = l ? e->bf[l - 1] : 0;
+    const double *in = l ? e->act[l - 1] : e->x, *b = e->params + L->b_off;
+    double *din = l ? e->dact[l - 1] : e->dx;
+    double *dout = l == mil ? NULL : e->dact[l];
+    double *dw = grads ? grads + L->w_off : NULL, *db = grads ? grads + L->b_off : NULL;
+    size_t no = emu_out(e, l), ni = emu_in(e, l);
+    ms_conv_shape_t cs = emu_shape(e, L);
+    ms_mil_params_t m = {.kind = s->pool, .a = s->a, .r = s->r};
+    switch (s->kind) {
+    case MS_LAYER_CONV:
+        if (s->relu)
+            ms_ref_relu_backward_f64(dout, dout, e->act[l], no);
+        emu_operands(e, l);
+        if (dw)
+            ms_ref_conv_backward_f64(NULL, dw, db, dout, e->in_r, e->w_r, &cs);
+        ms_ref_conv_backward_f64(din, NULL, NULL, dout, e->in_r, e->w_r, &cs);
+        round_bf16(din, ni); /* oneDNN's bf16 diff_src */
+        break;
+    case MS_LAYER_MAXPOOL:
+    case MS_LAYER_AVGPOOL:
+        ms_ref_pool_backward_f64(din, dout, in, &cs, s->kind == MS_LAYER_MAXPOOL);
+        break;
+    case MS_LAYER_RELU:
+        ms_ref_relu_backward_f64(din, dout, e->act[l], no);
+        break;
+    case MS_LAYER_DROPOUT:
+        if (e->train && s->rate > 0)
+            ms_ref_dropout_backward_f64(din, dout, no, ms_pass_index0(&case_pass, no / e->n),
+                                        ms_pass_key(&case_pass, l), s->rate);
+        else
+            memcpy(din, dout, 8 * no);
+        break;
+    case MS_LAYER_MIL:
+        ms_ref_mil_backward_f64(din, L->nb && db ? db : NULL, e->gP, e->glogP, e->glog1mP, in,
+                                L->nb ? b : NULL, &m, e->n, L->c, L->h * L->w);
+        break;
+    case MS_LAYER_FC:
+        ms_ref_fc_backward_f64(e->gP, dw, db, e->dact[l], in, e->params + L->w_off, e->n, L->c,
+                               L->oc);
+        break;
+    }
+    if (in_bf && s->kind != MS_LAYER_FC)
+        round_bf16(din, ni);
+    if (guided)
+        ms_ref_clamp_f64(din, ni, 0.0, INFINITY);
+}
+
+/* guided backprop from the MIL layer for class cls (every class when cls < 0), with the
+ * forward's dropout masks as this backend keeps them */
+static void emu_guided(emu_t *e, int cls)
+{
+    const int mil = e->spec->mil, K = e->spec->classes;
+    const size_t J = (size_t)e->L[mil].h * e->L[mil].w, nz = (size_t)e->n * K * J;
+    double *d = e->dact[mil - 1];
+    ms_ref_sigmoid_f64(d, e->act[mil - 1], nz);
+    for (size_t i = 0; i < nz; i++) {
+        size_t bag = i / J;
+        int k = (int)(bag % K);
+        d[i] *= (cls < 0 || cls == k) ? e->act[mil][bag] : 0;
+    }
+    if (e->bf[mil - 1])
+        round_bf16(d, nz);
+    for (int l = mil - 1; l >= 0; l--)
+        emu_backward(e, l, NULL, 1);
+}
+
+static void to_float(float *dst, const double *src, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] = (float)src[i];
+}
+
+/* What run_side() reads back from a backend, from the oracle: logits, maps, MIL output,
+ * loss, head probabilities, every gradient after backward with the input gradient, then
+ * guided backprop for class 1. */
+static void emulate(const ms_spec_t *spec, int N, int H, int W, int train, const float *params,
+                    const float *x, const float *t, result_t *r)
+{
+    const int nl = spec->nlayers, K = spec->classes, mil = spec->mil, fc = spec->fc;
+    emu_t e = {.spec = spec, .n = N, .train = train};
+    e.L = calloc((size_t)nl, sizeof *e.L);
+    e.bf = calloc((size_t)nl, sizeof *e.bf);
+    ms_spec_resolve(spec, H, W, e.L);
+    size_t np = ms_spec_nparams(spec), nx = emu_in(&e, 0), nk = (size_t)N * K;
+    size_t nmap = emu_out(&e, mil - 1), maxw = 1, maxin = nx;
+    for (int l = 0; l < nl; l++) {
+        ms_layer_kind_t kind = spec->layers[l].kind;
+        e.bf[l] = kind == MS_LAYER_CONV ||
+                  (l > 0 && e.bf[l - 1] && kind != MS_LAYER_MIL && kind != MS_LAYER_FC);
+        maxw = e.L[l].nw > maxw ? e.L[l].nw : maxw;
+        maxin = emu_in(&e, l) > maxin ? emu_in(&e, l) : maxin;
+    }
+    e.params = malloc(8 * np), e.grads = calloc(np, 8), e.x = malloc(8 * nx);
+    e.dx = malloc(8 * nx), e.t = malloc(8 * nk);
+    e.in_r = malloc(8 * maxin), e.w_r = malloc(8 * maxw);
+    for (size_t i = 0; i < np; i++)
+        e.params[i] = params[i];
+    for (size_t i = 0; i < nx; i++)
+        e.x[i] = x[i];
+    for (size_t i = 0; i < nk; i++)
+        e.t[i] = t[i];
+    e.act = calloc((size_t)nl, sizeof *e.act), e.dact = calloc((size_t)nl, sizeof *e.dact);
+    for (int l = 0; l < nl; l++)
+        e.act[l] = calloc(emu_out(&e, l), 8), e.dact[l] = calloc(emu_out(&e, l), 8);
+    double **head[] = {&e.logP, &e.log1mP, &e.glogP, &e.glog1mP, &e.prob, &e.gP};
+    for (size_t i = 0; i < sizeof head / sizeof *head; i++)
+        *head[i] = calloc(nk, 8);
+    r->logits = malloc(4 * nmap), r->maps = malloc(4 * nmap), r->mil = malloc(4 * nk);
+    r->fc = malloc(4 * nk), r->dx = malloc(4 * nx), r->guided = malloc(4 * nx);
+    r->grads = malloc(4 * np);
+
+    emu_forward(&e);
+    to_float(r->logits, e.act[mil - 1], nmap);
+    ms_ref_sigmoid_f64(e.dact[mil - 1], e.act[mil - 1], nmap); /* scratch until backward */
+    to_float(r->maps, e.dact[mil - 1], nmap);
+    to_float(r->mil, e.act[mil], nk);
+    ms_head_t hk = fc >= 0 ? spec->layers[fc].head : MS_HEAD_SOFTMAX;
+    r->loss = ms_ref_loss_f64(e.glogP, e.glog1mP, fc >= 0 ? e.dact[fc] : NULL, e.prob, e.logP,
+                              e.log1mP, fc >= 0 ? e.act[fc] : NULL, e.t, hk, N, K);
+    to_float(r->fc, e.prob, nk);
+    memset(e.gP, 0, 8 * nk);
+    for (int l = nl - 1; l >= 0; l--)
+        emu_backward(&e, l, e.grads, 0);
+    to_float(r->dx, e.dx, nx);
+    to_float(r->grads, e.grads, np);
+    emu_guided(&e, K > 1 ? 1 : 0);
+    to_float(r->guided, e.dx, nx);
+    for (int l = 0; l < nl; l++)
+        free(e.act[l]), free(e.dact[l]);
+    for (size_t i = 0; i < sizeof head / sizeof *head; i++)
+        free(*head[i]);
+    free(e.act), free(e.dact), free(e.L), free(e.bf), free(e.params), free(e.grads), free(e.x);
+    free(e.dx), free(e.t), free(e.in_r), free(e.w_r);
+}
+
+/* ||a - b||_2 / ||b||_2 of a whole tensor, with a NaN check. */
+static void compare_l2(const char *what, const char *label, const float *a, const float *b,
+                       size_t n, double tol)
+{
+    double se = 0, sb = 0;
+    size_t bad = n;
+    for (size_t i = 0; i < n && bad == n; i++) {
+        if (isnan(a[i]) || isnan(b[i]))
+            bad = i;
+        se += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+        sb += (double)b[i] * b[i];
+    }
+    double l2 = sqrt(se / (sb > 0 ? sb : 1));
+    CHECK(bad == n, "%s, %s: NaN at element %zu of %zu", label, what, bad, n);
+    CHECK(l2 <= tol, "%s, %s: relative L2 error %.3g (tolerance %.0e)", label, what, l2, tol);
+    CHECK(sb > 0, "%s, %s: all zero, the comparison proves nothing", label, what);
+    if (getenv("MS_TEST_VERBOSE"))
+        printf("  %-28s %-14s n=%-8zu rel L2 %.3g (tolerance %.0e)\n", label, what, n, l2, tol);
+}
+
+/* precision bf16 against the oracle above, and its forward outputs against the exact
+ * reference; ref is the reference in double, cpu this backend in bf16. */
+static void compare_bf16(const char *label, const ms_spec_t *spec, const ms_layer_t *L, int N,
+                         int H, int W, int train, const float *x, const float *t,
+                         const float *params, const result_t *cpu, const result_t *ref)
+{
+    result_t emu = {0};
+    emulate(spec, N, H, W, train, params, x, t, &emu);
+    size_t K = spec->classes, nm = (size_t)N * K * L[spec->mil].h * L[spec->mil].w;
+    size_t nx = (size_t)N * spec->channels * H * W;
+    /* overlapping pooling windows on bf16 data (after a convolution) */
+    int overlap = 0, conv = 0;
+    for (int l = 0; l < spec->nlayers; l++) {
+        const ms_layer_spec_t *s = &spec->layers[l];
+        conv |= s->kind == MS_LAYER_CONV;
+        overlap |= conv && (s->kind == MS_LAYER_MAXPOOL || s->kind == MS_LAYER_AVGPOOL) &&
+                   s->size > s->stride;
+    }
+    const int paper = !strncmp(label, "paper", 5);
+    const double tf = paper ? TOL_BF16_FWD : overlap ? TOL_BF16_SMALL : TOL_BF16_POINTS;
+    const double tg = paper ? TOL_BF16_GRAD : tf, tgd = paper ? TOL_BF16_GUIDED : tf;
+    compare_l2("logits", label, cpu->logits, emu.logits, nm, tf);
+    compare_l2("maps", label, cpu->maps, emu.maps, nm, tf);
+    compare_l2("MIL P", label, cpu->mil, emu.mil, N * K, tf);
+    if (spec->fc >= 0)
+        compare_l2("fc", label, cpu->fc, emu.fc, N * K, tf);
+    float la = (float)cpu->loss, lb = (float)emu.loss;
+    compare_l2("loss", label, &la, &lb, 1, tf);
+    for (int l = 0; l < spec->nlayers; l++) {
+        char what[64];
+        if (L[l].nw) {
+            snprintf(what, sizeof what, "d%s.w", spec->layers[l].name);
+            compare_l2(what, label, cpu->grads + L[l].w_off, emu.grads + L[l].w_off, L[l].nw,
+                       tg);
+        }
+        if (L[l].nb) {
+            snprintf(what, sizeof what, "d%s.b", spec->layers[l].name);
+            compare_l2(what, label, cpu->grads + L[l].b_off, emu.grads + L[l].b_off, L[l].nb,
+                       tg);
+        }
+    }
+    compare_l2("input grad", label, cpu->dx, emu.dx, nx, tg);
+    compare_l2("guided", label, cpu->guided, emu.guided, nx, tgd);
+    /* the rounding oracle is itself close to the exact network: bf16 changes the forward
+     * outputs by about its unit roundoff per layer, not more */
+    compare_l2("logits vs exact", label, cpu->logits, ref->logits, nm, TOL_BF16_EXACT);
+    compare_l2("MIL P vs exact", label, cpu->mil, ref->mil, N * K, TOL_BF16_EXACT);
+    compare_l2("oracle logits vs exact", label, emu.logits, ref->logits, nm, TOL_BF16_EXACT);
+    result_free(&emu);
+}
+
+/* One case: random inputs, parameters and targets from key; the reference in double and this
+ * backend at precision ("fp32": every tensor within TOL of the reference; "bf16": see
+ * compare_bf16). */
 static void check_case(const char *label, ms_config_t *cfg, int N, int H, int W, int train,
                        uint64_t key)
 {
@@ -222,8 +590,11 @@ static void check_case(const char *label, ms_config_t *cfg, int N, int H, int W,
         if (sigmoid_head)
             t[n * K + (n + 3) % K] = 1;
     }
-    if (run_side("ref", MS_F64, &spec, N, H, W, train, x, t, params, &ref) &&
-        run_side("cpu", MS_F32, &spec, N, H, W, train, x, t, params, &cpu)) {
+    int ran = run_side("ref", NULL, MS_F64, &spec, N, H, W, train, x, t, params, &ref) &&
+              run_side("cpu", precision, MS_F32, &spec, N, H, W, train, x, t, params, &cpu);
+    if (ran && !strcmp(precision, "bf16")) {
+        compare_bf16(label, &spec, L, N, H, W, train, x, t, params, &cpu, &ref);
+    } else if (ran) {
         int mh = L[spec.mil].h, mw = L[spec.mil].w;
         size_t nm = (size_t)N * K * mh * mw;
         compare("logits", label, cpu.logits, ref.logits, nm);
@@ -388,12 +759,64 @@ out:
     ms_config_free(cfg);
 }
 
-int main(void)
+/* The precision rule at the backend: cpu runs fp32 by default, bf16 when asked, nothing
+ * else; ref refuses bf16 rather than computing fp32 under its name. */
+static void check_precisions(void)
+{
+    ms_backend_t *be = NULL;
+    char desc[512];
+    CHECK_OK(ms_backend_open(&be, "cpu", 0, 2, NULL));
+    if (be) {
+        be->describe(be, desc, sizeof desc);
+        CHECK(strstr(desc, ", fp32") && !strstr(desc, "bf16 conv"), "default precision: %s",
+              desc);
+        ms_backend_close(be);
+    }
+    CHECK(ms_backend_open(&be, "cpu", 0, 2, "tf32") == MS_EARG && !be,
+          "the cpu backend accepted precision tf32");
+    CHECK(strstr(ms_error_message(), "tf32"), "message: %s", ms_error_message());
+    CHECK(ms_backend_open(&be, "ref", 0, 0, "bf16") == MS_EARG && !be,
+          "the ref backend accepted precision bf16");
+}
+
+/* bf16 needs AVX-512; where it is missing the backend must refuse it with a reason, and the
+ * bf16 cases cannot run (said, and the refusal is what is checked). */
+static int bf16_available(void)
+{
+    ms_backend_t *be = NULL;
+    ms_status_t st = ms_backend_open(&be, "cpu", 0, 2, "bf16");
+    if (st == MS_OK) {
+        char desc[512];
+        be->describe(be, desc, sizeof desc);
+        printf("%s\n", desc);
+        CHECK(strstr(desc, "bf16") != NULL, "the description does not say bf16: %s", desc);
+        ms_backend_close(be);
+        return 1;
+    }
+    CHECK(st == MS_EARG && strstr(ms_error_message(), "AVX-512"), "bf16 refused: %s",
+          ms_error_message());
+    printf("bf16: not available on this CPU (%s): only the refusal is checked\n",
+           ms_error_message());
+    return 0;
+}
+
+int main(int argc, char **argv)
 {
     setenv("MS_CPU_POISON", "1", 1);
-    check_adam();
-    check_split("ref");
-    check_split("cpu");
+    if (argc > 1 && strcmp(argv[1], "bf16")) {
+        fprintf(stderr, "usage: test_cpu_backend [bf16]\n");
+        return 2;
+    }
+    if (argc > 1) {
+        precision = "bf16";
+        check_precisions();
+        if (!bf16_available())
+            return check_summary();
+    } else {
+        check_adam(); /* Adam and the clamp are fp32 in every precision */
+        check_split("ref");
+        check_split("cpu");
+    }
     /* convolutions: 3x3 on the plain input, stride and padding, 1x1, linear, channel
      * counts that are not multiples of the 16-channel block (padded blocks) */
     check_layers("conv3x3", 3,
@@ -446,12 +869,14 @@ int main(void)
     const char *nor[] = {"mil.pool=noisy_or", NULL};
     const char *isr[] = {"mil.pool=isr", "fc.head=sigmoid", NULL};
     check_paper("paper noisy_and train", nand, 1, 21);
-    check_paper("paper noisy_and eval", nand, 0, 22);
-    check_paper("paper lse sigmoid", lse, 1, 23);
-    check_paper("paper gm", gm, 1, 24);
-    check_paper("paper max", mx, 1, 25);
     check_paper("paper max eval", mx, 0, 31);
-    check_paper("paper noisy_or", nor, 1, 26);
-    check_paper("paper isr sigmoid", isr, 1, 27);
+    if (!strcmp(precision, "fp32")) { /* the MIL layer and the head are fp32 in bf16 too */
+        check_paper("paper noisy_and eval", nand, 0, 22);
+        check_paper("paper lse sigmoid", lse, 1, 23);
+        check_paper("paper max", mx, 1, 25);
+        check_paper("paper gm", gm, 1, 24);
+        check_paper("paper noisy_or", nor, 1, 26);
+        check_paper("paper isr sigmoid", isr, 1, 27);
+    }
     return check_summary();
 }

@@ -178,25 +178,27 @@ def png_pixels(path):
     prev = np.zeros(w * 3, np.int32)
     stride = w * 3 + 1
     for y in range(h):
-        ft, line = raw[y * stride], np.frombuffer(raw[y * stride + 1:(y + 1) * stride],
-                                                  np.uint8).astype(np.int32)
-        cur = np.zeros(w * 3, np.int32)
-        for x in range(w * 3):
-            a = cur[x - 3] if x >= 3 else 0
-            b = prev[x]
-            c = prev[x - 3] if x >= 3 else 0
-            if ft == 0:
-                p = 0
-            elif ft == 1:
-                p = a
-            elif ft == 2:
-                p = b
-            elif ft == 3:
-                p = (a + b) // 2
-            else:
-                pa, pb, pc = abs(b - c), abs(a - c), abs(a + b - 2 * c)
-                p = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
-            cur[x] = (line[x] + p) & 255
+        ft = raw[y * stride]
+        line = np.frombuffer(raw[y * stride + 1:(y + 1) * stride], np.uint8).astype(np.int32)
+        if ft == 0:
+            cur = line
+        elif ft == 1:  # Sub: a running sum per channel, modulo 256
+            cur = np.cumsum(line.reshape(w, 3), axis=0).reshape(-1) & 255
+        elif ft == 2:  # Up
+            cur = (line + prev) & 255
+        else:  # Average and Paeth depend on the pixel just decoded: one at a time
+            ln, up, cur_l = line.tolist(), prev.tolist(), [0] * (w * 3)
+            for x in range(w * 3):
+                a = cur_l[x - 3] if x >= 3 else 0
+                b = up[x]
+                if ft == 3:
+                    pr = (a + b) // 2
+                else:
+                    c = up[x - 3] if x >= 3 else 0
+                    pa, pb, pc = abs(b - c), abs(a - c), abs(a + b - 2 * c)
+                    pr = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
+                cur_l[x] = (ln[x] + pr) & 255
+            cur = np.array(cur_l, np.int32)
         out[y] = cur
         prev = cur
     return out.reshape(h, w, 3)
@@ -329,6 +331,84 @@ def main():
         check(w > 4 * 120 and h == 4 * 96, f"a 120x96 image is enlarged 4 times ({w}x{h})")
     r = run([ms, "render", "--input", A["out"], "--id", "nope", "--out", png], expect_rc=2)
     check(r.returncode == 2 and "no such image" in r.stderr, "unknown id is an error")
+
+    # --- the panel says where the image comes from, in the case the shard spells it
+    r = run([ms, "render", "--input", A["out"], "--index", "4", "--zoom", "1", "--out", png])
+    panel = [l[4:] for l in r.stdout.splitlines() if l.startswith("  | ")]
+    check("plate plateA  well B01  site 1" in panel and "treatment T1  replicate 1" in panel and
+          "image 4  plateA_4" in panel, "plate, well, site, treatment in the panel: " +
+          repr(panel[:3]))
+    check("ch0" in panel and "ch1" in panel, "the channels' names in the legend")
+    check("no scale bar" in r.stdout, "no pixel size recorded: no scale bar, and it says so")
+    # heat colour bar: a row of the panel going from (255,230,0) to (255,0,0) left to right
+    px = png_pixels(png)
+    side = px[:, 120:]
+    best = 0
+    for y in range(side.shape[0]):
+        row = side[y]
+        ramp = np.flatnonzero((row[:, 0] == 255) & (row[:, 2] == 0) & (row[:, 1] <= 230))
+        if len(ramp) > 50 and row[ramp[0], 1] == 230 and row[ramp[-1], 1] == 0 and \
+                np.all(np.diff(row[ramp, 1]) <= 0) and np.all(np.diff(ramp) == 1):
+            best = max(best, len(ramp))
+    check(best > 100, f"the heat colour bar: yellow to red over {best} pixels")
+
+    # --- a scale bar where the shard records its pixel size
+    with h5py.File(A["shard"], "a") as f:
+        f.attrs["pixel_size_um"] = np.array([0.5, 0.4])  # (y, x) micrometres per pixel
+    r = run([ms, "render", "--input", A["out"], "--index", "4", "--zoom", "2",
+             "--colours", "red,green", "--out", png])
+    # 120 px * 0.4 um = 48 um wide; a fifth is 9.6: a 5 um bar of 12.5 px, 25 at zoom 2
+    check(r.returncode == 0 and "scale bar 5 \u00b5m = 25 pixels" in r.stdout,
+          "scale bar from pixel_size_um (x): " + r.stdout.splitlines()[1 if r.stdout else 0])
+    px = png_pixels(png)
+    img = px[:192, :240]
+    white = np.all(img == 255, axis=2)  # red+green images have no white pixel of their own
+    runs = []
+    for y in range(img.shape[0]):
+        xs = np.flatnonzero(white[y])
+        if len(xs):
+            # longest run of consecutive white pixels in this row
+            splits = np.split(xs, np.flatnonzero(np.diff(xs) != 1) + 1)
+            longest = max(splits, key=len)
+            runs.append((len(longest), y, longest[0]))
+    longest = max(runs) if runs else (0, 0, 0)
+    check(longest[0] == 25 and longest[1] > 192 * 0.8 and longest[2] < 240 * 0.2,
+          f"the bar is 25 white pixels at the bottom left (run {longest})")
+    # swatches in the legend: the channels' colours, red and green, in the panel
+    side = px[:, 240:]
+    for name, rgb in (("red", (255, 0, 0)), ("green", (0, 255, 0))):
+        n = np.all(side == rgb, axis=2).sum()
+        check(n >= 16, f"a {name} swatch in the legend ({n} pixels)")
+    with h5py.File(A["shard"], "a") as f:
+        f.attrs["pixel_size_um"] = np.array([0.5, -1.0])
+    r = run([ms, "render", "--input", A["out"], "--index", "4", "--out", png], expect_rc=1)
+    check(r.returncode == 1 and "pixel_size_um" in r.stderr,
+          "a nonsensical pixel size is an error, not a wrong bar: " + r.stderr.strip())
+    with h5py.File(A["shard"], "a") as f:
+        del f.attrs["pixel_size_um"]
+
+    # --- --class: a name, or #index; a class named "3" is never index 3
+    named = os.path.join(d, "named.scores.h5")
+    shutil.copy(A["out"], named)
+    with h5py.File(named, "a") as f:
+        f.attrs["class_names"] = np.array([b"2", b"0", b"1"])
+    r = run([ms, "render", "--input", named, "--index", "1", "--class", "2", "--out", png])
+    check(r.returncode == 0 and "class map 0 (2, by name)" in r.stdout,
+          "--class 2 is the class named \"2\" (index 0): " + r.stdout.splitlines()[0])
+    r = run([ms, "render", "--input", named, "--index", "1", "--class", "#2", "--out", png])
+    check(r.returncode == 0 and "class map 2 (1, by index)" in r.stdout,
+          "--class '#2' is index 2 (named \"1\"): " + r.stdout.splitlines()[0])
+    r = run([ms, "render", "--input", A["out"], "--index", "1", "--class", "2", "--out", png],
+            expect_rc=2)
+    check(r.returncode == 2 and "'#2'" in r.stderr,
+          "a number that names no class is refused, pointing to #2: " + r.stderr.strip())
+    r = run([ms, "render", "--input", A["out"], "--index", "1", "--class", "#3", "--out", png],
+            expect_rc=2)
+    check(r.returncode == 2 and "#0 to #2" in r.stderr, "#3 of 3 classes is refused")
+    r = run([ms, "render", "--input", A["out"], "--index", "1", "--class", "CLASS_1",
+             "--out", png])
+    check(r.returncode == 0 and "class map 1 (class_1, by name)" in r.stdout,
+          "a name in another case, when unambiguous")
 
     if not a.keep:
         shutil.rmtree(d)

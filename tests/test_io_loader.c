@@ -262,8 +262,10 @@ static void test_options(void)
     const char *mixed[2] = {pa, pc};
     o.paths = mixed;
     o.crop = 0;
-    CHECK(ms_loader_open(&L, &o) == MS_EFORMAT && strstr(ms_error_message(), "'other'"), "%s",
-          ms_error_message());
+    CHECK(ms_loader_open(&L, &o) == MS_EFORMAT &&
+              strstr(ms_error_message(), "has [a, b, c]") &&
+              strstr(ms_error_message(), "has [other, b, c]"),
+          "both class lists named: %s", ms_error_message());
 }
 
 static void test_stats(void)

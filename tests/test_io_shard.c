@@ -338,6 +338,34 @@ static void test_h5util(void)
     CHECK(lr == 1e-3 && step == 12345678901LL, "numbers");
     CHECK(ms_h5_attr_get_int(id, "missing", &step) == MS_EFORMAT, "missing attribute");
     H5Fclose(id);
+
+    /* every byte read is a byte written: a window touching a chunk that was never written is
+     * refused, one that does not is read; the same for a whole read */
+    snprintf(path, sizeof path, "%s/holes.h5", dir);
+    CHECK_OK(ms_h5_create(&f, path));
+    hsize_t hd[2] = {4, 6}, hc[2] = {2, 3};
+    hid_t sp = H5Screate_simple(2, hd, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(dcpl, 2, hc);
+    hid_t ds = H5Dcreate2(f.id, "holes", H5T_NATIVE_FLOAT, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    hsize_t start[2] = {0, 0}, count[2] = {2, 6}; /* the top two chunks only */
+    hid_t ms = H5Screate_simple(2, count, NULL), fs = H5Dget_space(ds);
+    H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
+    float top[12] = {0};
+    CHECK(H5Dwrite(ds, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, top) >= 0, "partial write");
+    H5Sclose(fs), H5Sclose(ms), H5Pclose(dcpl), H5Sclose(sp);
+    hsize_t w0[2] = {1, 2}, n0[2] = {1, 4}, w1[2] = {1, 2}, n1[2] = {2, 1};
+    CHECK_OK(ms_h5_check_region(ds, "holes", 2, w0, n0));
+    CHECK(ms_h5_check_region(ds, "holes", 2, w1, n1) == MS_EFORMAT &&
+              strstr(ms_error_message(), "chunk at [2, 0] was never written"),
+          "%s", ms_error_message());
+    H5Dclose(ds);
+    CHECK_OK(ms_h5_commit(&f));
+    CHECK_OK(ms_h5_open(&id, path));
+    float all[24];
+    CHECK(ms_h5_read(id, "holes", H5T_NATIVE_FLOAT, 2, hd, all) == MS_EFORMAT &&
+              strstr(ms_error_message(), "only 2 of its 4 chunks were written"),
+          "%s", ms_error_message());
+    H5Fclose(id);
 }
 
 int main(void)

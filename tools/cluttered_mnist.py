@@ -93,8 +93,11 @@ def write_shard(path, split, images, masks, labels, cells, level):
             ids = [f"mnist-{split}-{i:05d}".encode() for i in range(n)]
             f["meta/image_id"] = np.array(ids)
             f["meta/plate"] = np.array([f"cluttered-mnist-{split}".encode()] * n)
-            f["meta/well"] = np.array([b""] * n)
-            f["meta/site"] = np.arange(n, dtype=np.int32)
+            # one well per class (its treatment), as synth lays plates out: B02 holds the 1s;
+            # sites count from 1 within the well (export's OME-Zarr plate needs positions)
+            f["meta/well"] = np.array([f"B{k + 2:02d}".encode() for k in labels])
+            f["meta/site"] = np.array([1 + sum(1 for j in labels[:i] if j == k)
+                                       for i, k in enumerate(labels)], np.int32)
             f["meta/treatment"] = np.array([str(k + 1).encode() for k in labels])
             f["meta/replicate"] = np.ones(n, np.int32)
             f["meta/label"] = np.asarray(labels, np.int32)

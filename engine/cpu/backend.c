@@ -1,7 +1,13 @@
 /* The "cpu" backend: oneDNN (v2 C API) convolutions and pooling in blocked layouts kept from
  * layer to layer, bias+ReLU fused into the convolution, every primitive and buffer made once
  * per plan; OpenMP for the element-wise rest. The tiny MIL layer, loss and FC head run the
- * float reference ops (engine/ref) on plain buffers. Float only. */
+ * float reference ops (engine/ref) on plain buffers. The host-visible dtype is float.
+ * Precisions: "fp32" (the default) and "bf16": convolutions on bf16 activations and bf16
+ * copies of the weights with fp32 accumulation (AVX512_BF16's vdpbf16ps), activations and
+ * their gradients stored in bf16 from the first bf16 convolution to the instance map, fp32
+ * weight and bias gradients, fp32 master weights and fp32 Adam, as the CUDA backend's bf16.
+ * The network's input and the layers before the first bf16 convolution stay fp32, as do the
+ * MIL layer, the loss and the head. */
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -29,6 +35,7 @@ typedef struct {
     dnnl_engine_t eng;
     dnnl_stream_t stream;
     int threads;
+    int bf16;         /* precision = bf16 */
 } cpu_ctx_t;
 
 /* One reorder between two fixed memory objects (NULL primitive: layouts equal, no copy). */
@@ -48,8 +55,9 @@ typedef struct {
 
 typedef struct {
     dnnl_memory_desc_t md;     /* output layout; padded channels stay zero */
-    float *out, *dout;         /* (N, oc, oh, ow) output and its gradient in md's layout
-                                * (nChw16c from conv1 on); an in-place dropout aliases the
+    void *out, *dout;          /* (N, oc, oh, ow) output and its gradient in md's layout
+                                * (nChw16c from conv1 on) and data type (f32, or bf16 after
+                                * a bf16 convolution); an in-place dropout aliases the
                                 * previous layer's buffers */
     int alias;
     dnnl_memory_t m_out, m_dout;
@@ -68,6 +76,7 @@ typedef struct {
     /* dropout */
     uint8_t *mask;                   /* keep flags of the last forward, in md's layout */
     int box;                         /* avg pooling by avgpool_plain_s1() in the forward */
+    int bf16;                        /* conv: runs in bf16 */
     /* a deferred data backward (see cpu_backward) */
     int deferred, dflags, dhas_pass;
     ms_pass_t dpass;
@@ -137,19 +146,65 @@ static ms_status_t layout_of(const dnnl_memory_desc_t *md, layout_t *lo, const c
  * serves the same purpose. */
 #define PAR_MIN (1 << 18)
 
-/* One row of dropout: W pixels x blk channels of one (n, channel block, h), physical offsets
+/* Activations and their gradients are f32, or bf16 from the first bf16 convolution on
+ * (precision = bf16). A bf16 is the upper half of an f32: widening is a shift, narrowing
+ * rounds to nearest even as oneDNN's own conversions (vcvtneps2bf16) do, and keeps a NaN a
+ * NaN (so that MS_CPU_POISON's NaNs survive). The element-wise kernels below are written
+ * once over el_get/el_put and instantiated for each type with a constant `bf`, so each
+ * instance vectorises without a branch per element. */
+static inline float bf16_get(uint16_t b)
+{
+    uint32_t u = (uint32_t)b << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static inline uint16_t bf16_put(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    uint32_t rne = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16, nan = (u >> 16) | 0x40u;
+    return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? nan : rne);
+}
+
+static inline __attribute__((always_inline)) float el_get(const void *p, size_t i, int bf)
+{
+    return bf ? bf16_get(((const uint16_t *)p)[i]) : ((const float *)p)[i];
+}
+
+static inline __attribute__((always_inline)) void el_put(void *p, size_t i, float v, int bf)
+{
+    if (bf)
+        ((uint16_t *)p)[i] = bf16_put(v);
+    else
+        ((float *)p)[i] = v;
+}
+
+static int md_is_bf16(const dnnl_memory_desc_t *md) { return md->data_type == dnnl_bf16; }
+
+static size_t md_elems(const dnnl_memory_desc_t *md)
+{
+    return md_bytes(md) / (md_is_bf16(md) ? 2 : 4);
+}
+
+/* Element i of a buffer of f32 (bf = 0) or bf16 elements, as a pointer. */
+static void *el_at(void *p, size_t i, int bf) { return (char *)p + i * (bf ? 2 : 4); }
+
+/* One row of dropout: W pixels x blk channels of one (n, channel block, h), element offsets
  * w * sw + ci from out/in/mask, logical NCHW indices i0 + ci * HW + w. The hash vectorises
  * with 64-bit lanes; AVX-512 (x86-64-v4) has the 64-bit multiply, so it is cloned for it. */
-__attribute__((target_clones("arch=x86-64-v4", "default"))) static void
-dropout_row(float *out, uint8_t *mask, const float *in, int W, long sw, int blk, int nc,
-            uint64_t i0, uint64_t HW, uint64_t key, float rate, float scale)
+static inline __attribute__((always_inline)) void
+dropout_row_impl(void *out, uint8_t *mask, const void *in, int W, long sw, int blk, int nc,
+                 uint64_t i0, uint64_t HW, uint64_t key, float rate, float scale, int bf)
 {
     if (sw == 1 && blk == 1) { /* plain NCHW: contiguous pixels */
         for (int w = 0; w < W; w++) {
             uint8_t k = (uint8_t)ms_dropout_keep(key, i0 + (uint64_t)w, rate);
-            float v = in[w]; /* loaded unconditionally: the select then vectorises */
+            float v = el_get(in, (size_t)w, bf); /* loaded unconditionally: the select then
+                                                    vectorises */
             mask[w] = k;
-            out[w] = k ? v * scale : 0.0f;
+            el_put(out, (size_t)w, k ? v * scale : 0.0f, bf);
         }
         return;
     }
@@ -159,9 +214,9 @@ dropout_row(float *out, uint8_t *mask, const float *in, int W, long sw, int blk,
         for (long j = 0; j < n; j++) {
             uint64_t w = (uint64_t)(j >> sh), ci = (uint64_t)(j & (blk - 1));
             uint8_t k = (uint8_t)ms_dropout_keep(key, i0 + ci * HW + w, rate);
-            float v = in[j];
+            float v = el_get(in, (size_t)j, bf);
             mask[j] = k;
-            out[j] = k ? v * scale : 0.0f;
+            el_put(out, (size_t)j, k ? v * scale : 0.0f, bf);
         }
         return;
     }
@@ -169,19 +224,35 @@ dropout_row(float *out, uint8_t *mask, const float *in, int W, long sw, int blk,
         size_t j = (size_t)w * sw;
         for (int ci = 0; ci < nc; ci++) {
             uint8_t k = (uint8_t)ms_dropout_keep(key, i0 + ci * HW + (uint64_t)w, rate);
-            float v = in[j + ci];
+            float v = el_get(in, j + ci, bf);
             mask[j + ci] = k;
-            out[j + ci] = k ? v * scale : 0.0f;
+            el_put(out, j + ci, k ? v * scale : 0.0f, bf);
         }
     }
+}
+
+__attribute__((target_clones("arch=x86-64-v4", "default"))) static void
+dropout_row_f32(void *out, uint8_t *mask, const void *in, int W, long sw, int blk, int nc,
+                uint64_t i0, uint64_t HW, uint64_t key, float rate, float scale)
+{
+    dropout_row_impl(out, mask, in, W, sw, blk, nc, i0, HW, key, rate, scale, 0);
+}
+
+__attribute__((target_clones("arch=x86-64-v4", "default"))) static void
+dropout_row_bf16(void *out, uint8_t *mask, const void *in, int W, long sw, int blk, int nc,
+                 uint64_t i0, uint64_t HW, uint64_t key, float rate, float scale)
+{
+    dropout_row_impl(out, mask, in, W, sw, blk, nc, i0, HW, key, rate, scale, 1);
 }
 
 /* out = in * keep / (1 - rate), keep from ms_dropout_keep() on the LOGICAL NCHW index plus
  * first (the pass's image0 * C*H*W) as in every backend, recorded in mask (one byte per
  * element of the layout) for the backward. out may be in. Padded channels are not touched
- * (they stay zero; their mask stays 0). */
-static void dropout_apply(float *out, uint8_t *mask, const float *in, const layout_t *lo, int N,
-                          int C, int H, int W, uint64_t first, uint64_t key, double rate)
+ * (they stay zero; their mask stays 0). bf: the elements are bf16 (the product is rounded
+ * once, to nearest even). */
+static void dropout_apply(void *out, uint8_t *mask, const void *in, const layout_t *lo, int N,
+                          int C, int H, int W, uint64_t first, uint64_t key, double rate,
+                          int bf)
 {
     const float scale = 1.0f / (1.0f - (float)rate);
     const int nb = (C + lo->blk - 1) / lo->blk;
@@ -193,40 +264,86 @@ static void dropout_apply(float *out, uint8_t *mask, const float *in, const layo
                 size_t base = (size_t)(n * lo->sn + cb * lo->sc + h * lo->sh);
                 int c0 = cb * lo->blk, nc = C - c0 < lo->blk ? C - c0 : lo->blk;
                 uint64_t i0 = first + (((uint64_t)n * C + c0) * H + h) * W;
-                dropout_row(out + base, mask + base, in + base, W, (long)lo->sw, lo->blk, nc,
-                            i0, HW, key, (float)rate, scale);
+                (bf ? dropout_row_bf16 : dropout_row_f32)(
+                    el_at(out, base, bf), mask + base, el_at((void *)in, base, bf), W,
+                    (long)lo->sw, lo->blk, nc, i0, HW, key, (float)rate, scale);
             }
 }
 
-/* din = dout * mask / (1 - rate) over [0, n); cloned for AVX-512 like dropout_row (the byte
- * mask widens to float lanes there; SSE2 code does not vectorise it). */
-__attribute__((target_clones("arch=x86-64-v4", "default"))) static void
-dropout_back_run(float *din, const float *dout, const uint8_t *mask, size_t n, float scale)
+/* The simple element-wise kernels, each over [0, n) of one chunk; el_kernels() below runs
+ * one over a whole buffer in chunks, in parallel above PAR_MIN elements. Cloned for AVX-512
+ * like dropout_row (the byte mask widens to float lanes there; SSE2 code does not vectorise
+ * it). */
+typedef enum { EL_RELU, EL_RELU_MASK, EL_CLAMP_NEG, EL_DROPOUT_BACK } el_op_t;
+
+static inline __attribute__((always_inline)) void
+el_run_impl(el_op_t op, void *dst, const void *a, const void *b, const uint8_t *mask, size_t n,
+            float scale, int bf)
 {
-    for (size_t i = 0; i < n; i++) {
-        float g = dout[i];
-        din[i] = mask[i] ? g * scale : 0.0f;
+    switch (op) {
+    case EL_RELU: /* dst = max(a, 0) */
+    case EL_CLAMP_NEG:
+        for (size_t i = 0; i < n; i++) {
+            float v = el_get(a, i, bf);
+            el_put(dst, i, v > 0.0f ? v : 0.0f, bf);
+        }
+        break;
+    case EL_RELU_MASK: /* dst = a (a gradient) where b (the forward output) > 0, else 0 */
+        for (size_t i = 0; i < n; i++) {
+            float g = el_get(a, i, bf);
+            el_put(dst, i, el_get(b, i, bf) > 0.0f ? g : 0.0f, bf);
+        }
+        break;
+    case EL_DROPOUT_BACK: /* dst = a * mask * scale */
+        for (size_t i = 0; i < n; i++) {
+            float g = el_get(a, i, bf);
+            el_put(dst, i, mask[i] ? g * scale : 0.0f, bf);
+        }
+        break;
     }
 }
 
-/* din = dout * mask / (1 - rate) over the whole buffer (the forward's mask); din may be dout. */
-static void dropout_back(float *din, const float *dout, const uint8_t *mask, size_t n,
-                         double rate)
+__attribute__((target_clones("arch=x86-64-v4", "default"))) static void
+el_run_f32(el_op_t op, void *dst, const void *a, const void *b, const uint8_t *mask, size_t n,
+           float scale)
 {
-    const float scale = 1.0f / (1.0f - (float)rate);
+    el_run_impl(op, dst, a, b, mask, n, scale, 0);
+}
+
+__attribute__((target_clones("arch=x86-64-v4", "default"))) static void
+el_run_bf16(el_op_t op, void *dst, const void *a, const void *b, const uint8_t *mask, size_t n,
+            float scale)
+{
+    el_run_impl(op, dst, a, b, mask, n, scale, 1);
+}
+
+/* op over n elements of type bf (all buffers alike; dst may be a); mask, b as the op needs. */
+static void el_kernels(el_op_t op, void *dst, const void *a, const void *b, const uint8_t *mask,
+                       size_t n, float scale, int bf)
+{
     const size_t chunk = 1 << 16;
     const long nchunks = (long)((n + chunk - 1) / chunk);
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
     for (long c = 0; c < nchunks; c++) {
-        size_t a = (size_t)c * chunk, len = n - a < chunk ? n - a : chunk;
-        dropout_back_run(din + a, dout + a, mask + a, len, scale);
+        size_t s = (size_t)c * chunk, len = n - s < chunk ? n - s : chunk;
+        (bf ? el_run_bf16 : el_run_f32)(op, el_at(dst, s, bf), el_at((void *)a, s, bf),
+                                        b ? el_at((void *)b, s, bf) : NULL,
+                                        mask ? mask + s : NULL, len, scale);
     }
+}
+
+/* din = dout * mask / (1 - rate) over the whole buffer (the forward's mask); din may be dout. */
+static void dropout_back(void *din, const void *dout, const uint8_t *mask, size_t n,
+                         double rate, int bf)
+{
+    el_kernels(EL_DROPOUT_BACK, din, dout, NULL, mask, n, 1.0f / (1.0f - (float)rate), bf);
 }
 
 /* Average pooling k x k, stride 1, no padding, on plain NCHW planes: every window lies
  * inside the input (out = in - k + 1, ceil or floor), so it is a box filter: column sums of
  * k rows, then k of them along the row. oneDNN has only a slow reference kernel for plain
- * layouts with few channels (the network's first layer on 3 channels). */
+ * layouts with few channels (the network's first layer on 3 channels). f32 only: the input
+ * of the network is f32 in every precision. */
 static void avgpool_plain_s1(float *out, const float *in, int NC, int H, int W, int k)
 {
     const int OH = H - k + 1, OW = W - k + 1;
@@ -238,7 +355,7 @@ static void avgpool_plain_s1(float *out, const float *in, int NC, int H, int W, 
         for (int p = 0; p < NC; p++)
             for (int oy = 0; oy < OH; oy++) {
                 const float *x = in + ((size_t)p * H + oy) * W;
-                float *y = out + ((size_t)p * OH + oy) * OW;
+                float *restrict y = out + ((size_t)p * OH + oy) * OW;
                 if (!col) /* no memory for the row: the plain sum */
                     for (int ox = 0; ox < OW; ox++) {
                         float s = 0;
@@ -248,46 +365,25 @@ static void avgpool_plain_s1(float *out, const float *in, int NC, int H, int W, 
                         y[ox] = s * inv;
                     }
                 else {
-                    for (int ix = 0; ix < W; ix++) {
-                        float s = 0;
-                        for (int dy = 0; dy < k; dy++)
-                            s += x[(size_t)dy * W + ix];
-                        col[ix] = s;
-                    }
-                    for (int ox = 0; ox < OW; ox++) {
-                        float s = 0;
-                        for (int dx = 0; dx < k; dx++)
-                            s += col[ox + dx];
-                        y[ox] = s * inv;
-                    }
+                    /* whole rows in the innermost loops, so that they vectorise: each
+                     * column's k rows, then k columns, added in that order */
+                    float *restrict cs = col;
+                    for (int ix = 0; ix < W; ix++)
+                        cs[ix] = x[ix];
+                    for (int dy = 1; dy < k; dy++)
+                        for (int ix = 0; ix < W; ix++)
+                            cs[ix] += x[(size_t)dy * W + ix];
+                    for (int ox = 0; ox < OW; ox++)
+                        y[ox] = cs[ox];
+                    for (int dx = 1; dx < k; dx++)
+                        for (int ox = 0; ox < OW; ox++)
+                            y[ox] += cs[ox + dx];
+                    for (int ox = 0; ox < OW; ox++)
+                        y[ox] *= inv;
                 }
             }
         free(col);
     }
-}
-
-/* dout where out > 0, else 0 (the ReLU mask from the forward output); din may be dout. */
-static void relu_mask(float *din, const float *dout, const float *out, size_t n)
-{
-#pragma omp parallel for schedule(static) if (n > PAR_MIN)
-    for (size_t i = 0; i < n; i++) {
-        float g = dout[i];
-        din[i] = out[i] > 0.0f ? g : 0.0f;
-    }
-}
-
-static void relu_fwd(float *out, const float *in, size_t n)
-{
-#pragma omp parallel for schedule(static) if (n > PAR_MIN)
-    for (size_t i = 0; i < n; i++)
-        out[i] = in[i] > 0.0f ? in[i] : 0.0f;
-}
-
-static void clamp_neg(float *p, size_t n)
-{
-#pragma omp parallel for schedule(static) if (n > PAR_MIN)
-    for (size_t i = 0; i < n; i++)
-        p[i] = p[i] > 0.0f ? p[i] : 0.0f;
 }
 
 static void add_into(float *dst, const float *src, size_t n)
@@ -542,24 +638,31 @@ static ms_status_t plan_conv(cpu_ctx_t *c, cpu_plan_t *cp, ms_plan_t *pl, int l,
     const char *nm = s->name;
     cpu_layer_t *cl = &cp->L[l];
     dnnl_primitive_attr_t a_fwd = NULL, a_bwd = NULL;
-    dnnl_memory_desc_t src_any, w_any, b_md, dst_any, w_user;
+    dnnl_memory_desc_t src_any, w_any, dw_any, b_md, dst_any, w_user;
     dnnl_dims_t ds = {pl->n, L->c, L->h, L->w}, dw = {L->oc, L->c, s->size, s->size},
                 db = {L->oc}, dd = {pl->n, L->oc, L->oh, L->ow};
     dnnl_dims_t strides = {s->stride, s->stride}, pad = {s->pad, s->pad};
-    DN(nm, dnnl_memory_desc_init_by_tag(&src_any, 4, ds, dnnl_f32, dnnl_format_tag_any));
-    DN(nm, dnnl_memory_desc_init_by_tag(&w_any, 4, dw, dnnl_f32, dnnl_format_tag_any));
+    /* bf16: input, weights, output and both data gradients in bf16; bias, the weight and
+     * bias gradients in f32 (oneDNN accumulates them in f32 and keeps them so) */
+    cl->bf16 = c->bf16;
+    const dnnl_data_type_t dt = cl->bf16 ? dnnl_bf16 : dnnl_f32;
+    DN(nm, dnnl_memory_desc_init_by_tag(&src_any, 4, ds, dt, dnnl_format_tag_any));
+    DN(nm, dnnl_memory_desc_init_by_tag(&w_any, 4, dw, dt, dnnl_format_tag_any));
+    DN(nm, dnnl_memory_desc_init_by_tag(&dw_any, 4, dw, dnnl_f32, dnnl_format_tag_any));
     DN(nm, dnnl_memory_desc_init_by_tag(&w_user, 4, dw, dnnl_f32, dnnl_oihw));
     DN(nm, dnnl_memory_desc_init_by_tag(&b_md, 1, db, dnnl_f32, dnnl_x));
-    DN(nm, dnnl_memory_desc_init_by_tag(&dst_any, 4, dd, dnnl_f32, dnnl_format_tag_any));
+    DN(nm, dnnl_memory_desc_init_by_tag(&dst_any, 4, dd, dt, dnnl_format_tag_any));
     MS_TRY(attr_new(&a_fwd, s->relu, nm));
     MS_TRY(attr_new(&a_bwd, 0, nm));
 
     /* forward_training: the backward primitives take it as their hint */
     dnnl_convolution_desc_t fd, bdd, bwd;
     /* First the input exactly in the previous layer's layout (no reorder between layers);
-     * if oneDNN has no JIT kernel for it, whatever layout it prefers. */
+     * if oneDNN has no JIT kernel for it, or it is of the other data type (the f32 layers
+     * before the first bf16 convolution), whatever layout it prefers. */
     const char *impl = NULL;
-    if (dnnl_convolution_forward_desc_init(&fd, dnnl_forward_training, dnnl_convolution_direct,
+    if (in_md->data_type == dt &&
+        dnnl_convolution_forward_desc_init(&fd, dnnl_forward_training, dnnl_convolution_direct,
                                            in_md, &w_any, &b_md, &dst_any, strides, pad,
                                            pad) == dnnl_success &&
         dnnl_primitive_desc_create(&cl->fwd.pd, &fd, a_fwd, c->eng, NULL) == dnnl_success &&
@@ -581,7 +684,7 @@ static ms_status_t plan_conv(cpu_ctx_t *c, cpu_plan_t *cp, ms_plan_t *pl, int l,
     DN(nm, dnnl_primitive_desc_create(&cl->bwd_data.pd, &bdd, a_bwd, c->eng, cl->fwd.pd));
     MS_TRY(prim_make(cp, &cl->bwd_data, nm));
     DN(nm, dnnl_convolution_backward_weights_desc_init(&bwd, dnnl_convolution_direct, &src_any,
-                                                       &w_any, &b_md, &dst_any, strides, pad,
+                                                       &dw_any, &b_md, &dst_any, strides, pad,
                                                        pad));
     DN(nm, dnnl_primitive_desc_create(&cl->bwd_w.pd, &bwd, a_bwd, c->eng, cl->fwd.pd));
     MS_TRY(prim_make(cp, &cl->bwd_w, nm));
@@ -608,7 +711,8 @@ static ms_status_t plan_conv(cpu_ctx_t *c, cpu_plan_t *cp, ms_plan_t *pl, int l,
         MS_TRY(reorder_make(c, cp, &cl->r_src_w, m_in, cl->m_src_w, nm));
     }
 
-    /* weights: user (O,I,k,k) -> forward layout, -> backward-data layout */
+    /* weights: user (O,I,k,k) f32 -> forward layout, -> backward-data layout (bf16: the
+     * reorders round to nearest even) */
     void *b;
     MS_TRY(mem_new(c, cl, &cl->m_wuser, &w_user, NULL, nm));
     MS_TRY(mem_new(c, cl, &cl->m_buser, &b_md, NULL, nm));
@@ -635,7 +739,7 @@ static ms_status_t plan_conv(cpu_ctx_t *c, cpu_plan_t *cp, ms_plan_t *pl, int l,
     MS_TRY(in_layout(c, cp, cl, pd_md(&cl->bwd_data, dnnl_query_diff_src_md), in_md, m_din, 1,
                      &cl->m_dsrc, &cl->r_dsrc, nm));
 
-    /* weight and bias gradients, then reordered to (O,I,k,k) and added into grads */
+    /* weight and bias gradients (f32), then reordered to (O,I,k,k) and added into grads */
     const dnnl_memory_desc_t *gw_md = pd_md(&cl->bwd_w, dnnl_query_diff_weights_md);
     MS_TRY(own_buf(cl, &b, md_bytes(gw_md), nm));
     MS_TRY(mem_new(c, cl, &cl->m_dw, gw_md, b, nm));
@@ -673,7 +777,9 @@ static ms_status_t plan_pool(cpu_ctx_t *c, cpu_plan_t *cp, ms_plan_t *pl, int l,
     int pr_w = (L->ow - 1) * s->stride + s->size - L->w - s->pad;
     pad_r[0] = pr_h > 0 ? pr_h : 0;
     pad_r[1] = pr_w > 0 ? pr_w : 0;
-    DN(nm, dnnl_memory_desc_init_by_tag(&dst_any, 4, dd, dnnl_f32, dnnl_format_tag_any));
+    /* in the input's data type: bf16 after a bf16 convolution */
+    DN(nm, dnnl_memory_desc_init_by_tag(&dst_any, 4, dd, in_md->data_type,
+                                        dnnl_format_tag_any));
     MS_TRY(attr_new(&a, 0, nm));
     dnnl_pooling_v2_desc_t fd, bd;
     DN(nm, dnnl_pooling_v2_forward_desc_init(&fd, dnnl_forward_training, alg, in_md, &dst_any,
@@ -682,8 +788,8 @@ static ms_status_t plan_pool(cpu_ctx_t *c, cpu_plan_t *cp, ms_plan_t *pl, int l,
     MS_TRY(prim_make(cp, &cl->fwd, nm));
     cl->md = *pd_md(&cl->fwd, dnnl_query_dst_md);
     /* pooling threads over its output (forward) or input (backward) */
-    cl->fwd.serial = md_bytes(&cl->md) / sizeof(float) <= PAR_MIN;
-    cl->bwd_data.serial = md_bytes(in_md) / sizeof(float) <= PAR_MIN;
+    cl->fwd.serial = md_elems(&cl->md) <= PAR_MIN;
+    cl->bwd_data.serial = md_elems(in_md) <= PAR_MIN;
     DN(nm, dnnl_pooling_v2_backward_desc_init(&bd, alg, in_md, &cl->md, strides, kernel, dil,
                                               pad_l, pad_r));
     DN(nm, dnnl_primitive_desc_create(&cl->bwd_data.pd, &bd, a, c->eng, cl->fwd.pd));
@@ -711,11 +817,11 @@ done:
     return st;
 }
 
+/* All bits set: a NaN both as f32 and as bf16. */
 static void poison(void *p, size_t bytes)
 {
-    float *f = p;
-    for (size_t i = 0; p && i < bytes / sizeof(float); i++)
-        f[i] = NAN;
+    if (p)
+        memset(p, 0xff, bytes);
 }
 
 /* Tests set MS_CPU_POISON: every buffer of the plan (activations, gradients, private copies,
@@ -826,7 +932,7 @@ static ms_status_t cpu_plan_create(ms_backend_t *be, ms_plan_t *pl)
                 cl->dout = cp->L[l - 1].dout;
                 MS_TRY(mem_new(c, cl, &cl->m_out, &cl->md, cl->out, nm));
                 MS_TRY(mem_new(c, cl, &cl->m_dout, &cl->md, cl->dout, nm));
-                MS_TRY(own_buf(cl, (void **)&cl->mask, md_bytes(&cl->md) / sizeof(float), nm));
+                MS_TRY(own_buf(cl, (void **)&cl->mask, md_elems(&cl->md), nm));
                 break;
             }
             /* the first layer must not overwrite the input: its own buffers */
@@ -839,7 +945,7 @@ static ms_status_t cpu_plan_create(ms_backend_t *be, ms_plan_t *pl)
             MS_TRY(mem_new(c, cl, &cl->m_out, &cl->md, cl->out, nm));
             MS_TRY(mem_new(c, cl, &cl->m_dout, &cl->md, cl->dout, nm));
             if (L->spec->kind == MS_LAYER_DROPOUT)
-                MS_TRY(own_buf(cl, (void **)&cl->mask, md_bytes(&cl->md) / sizeof(float), nm));
+                MS_TRY(own_buf(cl, (void **)&cl->mask, md_elems(&cl->md), nm));
             break;
         }
         case MS_LAYER_MIL:
@@ -950,6 +1056,37 @@ static void mil_params(const ms_layer_spec_t *s, ms_mil_params_t *m)
     *m = (ms_mil_params_t){.kind = s->pool, .a = s->a, .r = s->r};
 }
 
+/* The MIL layer is the reference's, one bag (image n, class k) per call so that bags run in
+ * parallel: a few transcendental functions per instance (3 ms for 12 maps of 72x60 on one
+ * thread). Each bag's arithmetic is the reference's own, so the results are the same. */
+#define MIL_PAR_MIN (1 << 14) /* instances */
+
+/* P (N,K) and cp->logP, cp->log1mP from the maps cp->z (N,K,J); b (K) or NULL */
+static void mil_forward(cpu_plan_t *cp, float *P, const float *b, const ms_mil_params_t *m,
+                        int N, int K, int J)
+{
+#pragma omp parallel for schedule(dynamic) if ((size_t)N * K * J > MIL_PAR_MIN)
+    for (int i = 0; i < N * K; i++)
+        ms_ref_mil_forward_f32(P + i, cp->logP + i, cp->log1mP + i, cp->z + (size_t)i * J,
+                               b ? b + i % K : NULL, m, 1, 1, J);
+}
+
+/* cp->dz (N,K,J) from the gradients w.r.t. P (gP), cp->glogP and cp->glog1mP; adds into
+ * db (K) when not NULL: one class per thread, its images in order, so db's sums are the
+ * reference's */
+static void mil_backward(cpu_plan_t *cp, float *db, const float *gP, const float *b,
+                         const ms_mil_params_t *m, int N, int K, int J)
+{
+#pragma omp parallel for schedule(dynamic) if ((size_t)N * K * J > MIL_PAR_MIN)
+    for (int k = 0; k < K; k++)
+        for (int n = 0; n < N; n++) {
+            size_t i = (size_t)n * K + k;
+            ms_ref_mil_backward_f32(cp->dz + i * J, db ? db + k : NULL, gP + i, cp->glogP + i,
+                                    cp->glog1mP + i, cp->z + i * J, b ? b + k : NULL, m, 1, 1,
+                                    J);
+        }
+}
+
 /* A new pass drops what an unfinished backward deferred. */
 static void drop_deferred(ms_plan_t *pl)
 {
@@ -969,7 +1106,7 @@ static ms_status_t cpu_forward(ms_backend_t *be, ms_plan_t *pl, int l, const voi
     const ms_layer_spec_t *s = L->spec;
     const char *nm = s->name;
     const float *P = params;
-    const float *in = l ? cp->L[l - 1].out : cp->xb;
+    const void *in = l ? cp->L[l - 1].out : cp->xb; /* in the previous layer's md */
     dnnl_memory_t m_in = l ? cp->L[l - 1].m_out : cp->m_xb;
     if (l == 0)
         drop_deferred(pl);
@@ -996,7 +1133,7 @@ static ms_status_t cpu_forward(ms_backend_t *be, ms_plan_t *pl, int l, const voi
         break;
     }
     case MS_LAYER_RELU:
-        relu_fwd(cl->out, in, md_bytes(&cl->md) / sizeof(float));
+        el_kernels(EL_RELU, cl->out, in, NULL, NULL, md_elems(&cl->md), 0, md_is_bf16(&cl->md));
         break;
     case MS_LAYER_DROPOUT:
         if (pl->train && s->rate > 0) {
@@ -1004,7 +1141,7 @@ static ms_status_t cpu_forward(ms_backend_t *be, ms_plan_t *pl, int l, const voi
             MS_TRY(layout_of(&cl->md, &lo, nm));
             dropout_apply(cl->out, cl->mask, in, &lo, pl->n, L->c, L->h, L->w,
                           ms_pass_index0(pass, (size_t)L->c * L->h * L->w), ms_pass_key(pass, l),
-                          s->rate);
+                          s->rate, md_is_bf16(&cl->md));
         } else if (!cl->alias) {
             memcpy(cl->out, in, md_bytes(&cl->md));
         }
@@ -1013,8 +1150,7 @@ static ms_status_t cpu_forward(ms_backend_t *be, ms_plan_t *pl, int l, const voi
         ms_mil_params_t m;
         mil_params(s, &m);
         MS_TRY(reorder_run(c, &cp->r_z, nm));
-        ms_ref_mil_forward_f32(cl->out, cp->logP, cp->log1mP, cp->z, L->nb ? P + L->b_off : NULL,
-                               &m, pl->n, L->c, L->h * L->w);
+        mil_forward(cp, cl->out, L->nb ? P + L->b_off : NULL, &m, pl->n, L->c, L->h * L->w);
         break;
     }
     case MS_LAYER_FC:
@@ -1080,14 +1216,15 @@ static ms_status_t backward_layer(ms_backend_t *be, ms_plan_t *pl, int l, const 
     const float *P = params;
     float *G = grads;
     const int data = flags & MS_BWD_DATA, wts = (flags & MS_BWD_WEIGHTS) && G;
-    const float *in = l ? cp->L[l - 1].out : cp->xb;
-    float *din = l ? cp->L[l - 1].dout : cp->dxb;
+    const void *in = l ? cp->L[l - 1].out : cp->xb; /* in in_md's layout and type */
+    void *din = l ? cp->L[l - 1].dout : cp->dxb;
     dnnl_memory_t m_din = l ? cp->L[l - 1].m_dout : cp->m_dxb;
     const dnnl_memory_desc_t *in_md = l ? &cp->L[l - 1].md : &cp->x_md;
     switch (s->kind) {
     case MS_LAYER_CONV:
         if (s->relu && !(flags & BWD_MASKED))
-            relu_mask(cl->dout, cl->dout, cl->out, md_bytes(&cl->md) / sizeof(float));
+            el_kernels(EL_RELU_MASK, cl->dout, cl->dout, cl->out, NULL, md_elems(&cl->md), 0,
+                       md_is_bf16(&cl->md));
         if (data) {
             /* the forward of this pass left the weights in m_wf; the backward-data layout
              * may differ (then r_wb makes it from the flat parameters) */
@@ -1123,12 +1260,14 @@ static ms_status_t backward_layer(ms_backend_t *be, ms_plan_t *pl, int l, const 
         break;
     case MS_LAYER_RELU:
         if (data)
-            relu_mask(din, cl->dout, cl->out, md_bytes(&cl->md) / sizeof(float));
+            el_kernels(EL_RELU_MASK, din, cl->dout, cl->out, NULL, md_elems(&cl->md), 0,
+                       md_is_bf16(&cl->md));
         break;
     case MS_LAYER_DROPOUT:
         if (data && pl->train && s->rate > 0) {
             /* the forward's mask: backward() follows the forward() of the same pass */
-            dropout_back(din, cl->dout, cl->mask, md_bytes(&cl->md) / sizeof(float), s->rate);
+            dropout_back(din, cl->dout, cl->mask, md_elems(&cl->md), s->rate,
+                         md_is_bf16(&cl->md));
         } else if (data && !cl->alias) {
             memcpy(din, cl->dout, md_bytes(&cl->md));
         }
@@ -1137,9 +1276,8 @@ static ms_status_t backward_layer(ms_backend_t *be, ms_plan_t *pl, int l, const 
         ms_mil_params_t m;
         mil_params(s, &m);
         if (data) {
-            ms_ref_mil_backward_f32(cp->dz, L->nb && wts ? G + L->b_off : NULL, cl->dout,
-                                    cp->glogP, cp->glog1mP, cp->z,
-                                    L->nb ? P + L->b_off : NULL, &m, pl->n, L->c, L->h * L->w);
+            mil_backward(cp, L->nb && wts ? G + L->b_off : NULL, cl->dout,
+                         L->nb ? P + L->b_off : NULL, &m, pl->n, L->c, L->h * L->w);
             MS_TRY(reorder_run(c, &cp->r_dz, nm));
         }
         break;
@@ -1151,7 +1289,7 @@ static ms_status_t backward_layer(ms_backend_t *be, ms_plan_t *pl, int l, const 
         break;
     }
     if (data && (flags & MS_BWD_GUIDED))
-        clamp_neg(din, md_bytes(in_md) / sizeof(float));
+        el_kernels(EL_CLAMP_NEG, din, din, NULL, NULL, md_elems(in_md), 0, md_is_bf16(in_md));
     if (l == 0 && data)
         MS_TRY(reorder_run(c, &cp->r_dx, nm));
 done:
@@ -1266,6 +1404,17 @@ static ms_status_t cpu_clamp(ms_backend_t *be, void *p, size_t n, double lo, dou
     return MS_OK;
 }
 
+/* oneDNN's ISA values are bit sets, each a superset of the ones before it. */
+static int isa_at_least(dnnl_cpu_isa_t isa, dnnl_cpu_isa_t want)
+{
+    return ((unsigned)isa & (unsigned)want) == (unsigned)want;
+}
+static int bf16_capable(dnnl_cpu_isa_t isa) { return isa_at_least(isa, dnnl_cpu_isa_avx512_core); }
+static int bf16_native(dnnl_cpu_isa_t isa)
+{
+    return isa_at_least(isa, dnnl_cpu_isa_avx512_core_bf16);
+}
+
 static const char *isa_name(dnnl_cpu_isa_t isa)
 {
     switch ((int)isa) {
@@ -1310,8 +1459,14 @@ static void cpu_describe(ms_backend_t *be, char *buf, size_t n)
     char model[256];
     cpu_model(model, sizeof model);
     const dnnl_version_t *v = dnnl_version();
-    snprintf(buf, n, "cpu: oneDNN %d.%d.%d, %s, ISA %s, %d threads, float", v->major, v->minor,
-             v->patch, model, isa_name(dnnl_get_effective_cpu_isa()), c->threads);
+    dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+    snprintf(buf, n, "cpu: oneDNN %d.%d.%d, %s, ISA %s, %d threads, %s", v->major, v->minor,
+             v->patch, model, isa_name(isa), c->threads,
+             !c->bf16 ? "fp32"
+             : bf16_native(isa) ? "bf16 convolutions (fp32 accumulation, fp32 master weights "
+                                  "and Adam)"
+                                : "bf16 convolutions EMULATED (no AVX512_BF16: slower than "
+                                  "fp32)");
 }
 
 static void cpu_destroy(ms_backend_t *be)
@@ -1327,10 +1482,24 @@ static void cpu_destroy(ms_backend_t *be)
     free(be);
 }
 
-ms_status_t ms_backend_cpu(ms_backend_t **out, int threads)
+ms_status_t ms_backend_cpu(ms_backend_t **out, int threads, const char *precision)
 {
     ms_status_t st = MS_OK;
     *out = NULL;
+    int bf16 = 0;
+    if (precision && strcmp(precision, "fp32")) {
+        if (strcmp(precision, "bf16"))
+            return MS_ERR(MS_EARG, "precision '%s' is not one the cpu backend runs (fp32, bf16)",
+                          precision);
+        /* oneDNN's bf16 kernels need AVX-512 (they emulate the bf16 instructions on
+         * avx512_core, native from avx512_core_bf16 on) */
+        dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+        if (!bf16_capable(isa))
+            return MS_ERR(MS_EARG, "precision bf16 on the cpu backend needs AVX-512 (oneDNN ISA "
+                                   "avx512_core or later); this CPU runs %s: use precision "
+                                   "fp32", isa_name(isa));
+        bf16 = 1;
+    }
     ms_backend_t *be = calloc(1, sizeof *be);
     cpu_ctx_t *c = calloc(1, sizeof *c);
     if (!be || !c) {
@@ -1365,6 +1534,7 @@ ms_status_t ms_backend_cpu(ms_backend_t **out, int threads)
     if (threads > 0)
         omp_set_num_threads(threads);
     c->threads = omp_get_max_threads();
+    c->bf16 = bf16;
     DN("engine", dnnl_engine_create(&c->eng, dnnl_cpu, 0));
     DN("engine", dnnl_stream_create(&c->stream, c->eng, dnnl_stream_default_flags));
     *out = be;

@@ -14,6 +14,7 @@
 
 #include "engine/backend.h"
 #include "engine/cuda/cuda.h"
+#include "engine/cuda/internal.h"
 #include "engine/cuda/kernels.h"
 #include "engine/rng.h"
 
@@ -917,7 +918,16 @@ static void cuda_destroy(ms_backend_t *be)
     free(be);
 }
 
-ms_status_t ms_cuda_memory(ms_backend_t *be, ms_cuda_memory_t *m)
+int ms_cu_stream(ms_backend_t *be, cudaStream_t *stream, int *device)
+{
+    if (!be || strcmp(be->name, "cuda"))
+        return 0;
+    *stream = ctx_of(be)->stream;
+    *device = ctx_of(be)->device;
+    return 1;
+}
+
+ms_status_t ms_cu_memory(ms_backend_t *be, ms_cuda_memory_t *m)
 {
     if (!be || strcmp(be->name, "cuda"))
         return MS_ERR(MS_EARG, "not the cuda backend");
@@ -925,15 +935,14 @@ ms_status_t ms_cuda_memory(ms_backend_t *be, ms_cuda_memory_t *m)
     return MS_OK;
 }
 
-void ms_cuda_memory_reset_peak(ms_backend_t *be)
+void ms_cu_memory_reset_peak(ms_backend_t *be)
 {
     if (be && !strcmp(be->name, "cuda"))
         ctx_of(be)->mem.peak = ctx_of(be)->mem.now;
 }
 
-ms_status_t ms_cuda_lbp_binary(ms_backend_t *be, uint8_t *out, const float *unary, int H, int W,
-                               double pairwise, int iterations, int max_product,
-                               double damping)
+ms_status_t ms_cu_lbp_binary(ms_backend_t *be, uint8_t *out, const float *unary, int H, int W,
+                             double pairwise, int iterations, int max_product, double damping)
 {
     ms_status_t st = MS_OK;
     const char *where = "lbp";
@@ -976,8 +985,8 @@ done:
     return st;
 }
 
-void ms_cuda_conv_algos(ms_backend_t *be, const ms_plan_t *plan, int layer, char *buf,
-                        size_t n)
+void ms_cu_conv_algos(ms_backend_t *be, const ms_plan_t *plan, int layer, char *buf,
+                      size_t n)
 {
     if (n)
         buf[0] = 0;
@@ -992,7 +1001,7 @@ void ms_cuda_conv_algos(ms_backend_t *be, const ms_plan_t *plan, int layer, char
              cs->cp != plan->layers[layer].c ? ", channels padded" : "");
 }
 
-ms_status_t ms_backend_cuda(ms_backend_t **out, int device, const char *precision)
+ms_status_t ms_cu_backend_open(ms_backend_t **out, int device, const char *precision)
 {
     ms_status_t st = MS_OK;
     ms_backend_t *be = NULL;

@@ -582,6 +582,13 @@ __global__ void k_clamp(void *pv, size_t n, float lo, float hi)
     }
 }
 
+// p = p / d, IEEE division (nvcc's default -prec-div=true): the all-reduce's mean, rounded once
+// from the exact sum as the CPU ranks' MPI path rounds it
+__global__ void k_div(float *p, size_t n, float d)
+{
+    GRID_LOOP(i, n) p[i] = __fdiv_rn(p[i], d);
+}
+
 // ---- MIL pooling ----------------------------------------------------------------------------
 // One block per bag (n,k): instance j of the bag is z[(n*J + j)*K + k]. The statistics each
 // pooling function needs are block reductions; the formulas are those of ops.inc.
@@ -1116,6 +1123,12 @@ cudaError_t ms_cuk_dropout(void *out, const void *in, int N, int C, int H, int W
 cudaError_t ms_cuk_clamp(void *p, size_t n, float lo, float hi, int bf16, cudaStream_t s)
 {
     LAUNCH_T(bf16, n, k_clamp, p, n, lo, hi);
+    return cudaGetLastError();
+}
+
+cudaError_t ms_cuk_div(float *p, size_t n, float d, cudaStream_t s)
+{
+    k_div<<<grid_for(n), kThreads, 0, s>>>(p, n, d);
     return cudaGetLastError();
 }
 

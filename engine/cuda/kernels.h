@@ -75,6 +75,8 @@ cudaError_t ms_cuk_relu_bwd(void *din, const void *dout, const void *out, size_t
  * call is the backward pass on gradients. out may be in. */
 cudaError_t ms_cuk_dropout(void *out, const void *in, int N, int C, int H, int W, uint64_t i0,
                            uint64_t key, float rate, float scale, int bf16, cudaStream_t s);
+/* p (n floats) = p / d, correctly rounded: the mean of an all-reduced sum */
+cudaError_t ms_cuk_div(float *p, size_t n, float d, cudaStream_t s);
 /* p = clamp(p, lo, hi) */
 cudaError_t ms_cuk_clamp(void *p, size_t n, float lo, float hi, int bf16, cudaStream_t s);
 

@@ -9,16 +9,16 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "engine/install.h"
 #include "engine/net.h"
 #include "engine/rng.h"
 #include "ms_build_config.h"
 #include "pipeline/cli.h"
 #include "pipeline/commands.h"
+#include "pipeline/version.h"
 
 #if MS_HAVE_CUDA
-#include <cuda_runtime_api.h>
-
-#include "engine/cuda/cuda.h"
+#include "engine/cuda/cuda.h" /* the plugin's extras: no CUDA header or library needed here */
 #endif
 
 /* The bf16 dense tensor rate measured on the lent H200 (DESIGN.md §6): the ceiling that
@@ -35,6 +35,8 @@ static void help(void)
         "times, in fp32, TF32 and bf16. Each precision is checked against the reference\n"
         "backend on a small input before it is timed.\n\n"
         "  --vs-pytorch        also run tools/bench-pytorch --gpu now and print the ratios\n"
+        "  --pytorch-modes L   PyTorch's modes for --vs-pytorch, a subset of fp32,tf32,\n"
+        "                      bf16_cl,bf16_compile (default: all four)\n"
         "  --precision LIST    comma-separated subset of fp32,tf32,bf16 (default: all three)\n"
         "  --device N          CUDA device (default 0)\n"
         "  --batch N           training batch (default 16)\n"
@@ -44,7 +46,8 @@ static void help(void)
         "  --steps N           timed steps per measurement (default 20; the median is shown)\n"
         "  --warmup N          untimed steps first (default 3)\n"
         "  --no-layers         skip the per-layer table\n"
-        "  --config FILE       the network (default: configs/paper.ini of the source tree)\n"
+        "  --config FILE       the network (default: configs/paper.ini of the install,\n"
+        "                      share/milscreen/configs beside bin/milscreen)\n"
         "  --set sec.key=val   override a config entry\n");
 }
 
@@ -66,6 +69,7 @@ int ms_bench_gpu(int argc, char **argv)
 
 typedef struct {
     const char *precisions;
+    const char *pytorch_modes; /* NULL: tools/bench-pytorch's default */
     int device, batch, crop, iw, ih, ibatch, steps, warmup, layers, vs_pytorch;
 } bench_opts_t;
 
@@ -77,14 +81,16 @@ typedef struct {
     double device_used_mib;        /* cudaMemGetInfo: everything on the device, context too */
 } bench_result_t;
 
-/* The source tree: MILSCREEN_SOURCE_DIR, else the one this binary was built from, else the
- * current directory (a build carried to a GPU machine runs from the tree's copy there). */
+/* configs/ and tools/: MILSCREEN_SOURCE_DIR, else the binary's own data folder
+ * (engine/install.h: share/milscreen of an install or of a build tree), else the current
+ * directory. */
 static const char *source_dir(void)
 {
-    const char *dir = getenv("MILSCREEN_SOURCE_DIR");
-    if (dir)
-        return dir;
-    return access(MS_SOURCE_DIR "/configs/paper.ini", R_OK) == 0 ? MS_SOURCE_DIR : ".";
+    static char dir[4096];
+    const char *env = getenv("MILSCREEN_SOURCE_DIR");
+    if (env)
+        return env;
+    return ms_install_data(dir, sizeof dir, "") == MS_OK ? dir : ".";
 }
 
 static double now_s(void)
@@ -336,10 +342,10 @@ done:
     return st;
 }
 
-static double device_used_mib(void)
+static double device_used_mib(int device)
 {
     size_t fr = 0, tot = 0;
-    if (cudaMemGetInfo(&fr, &tot) != cudaSuccess)
+    if (ms_cuda_device_memory(device, &fr, &tot) != MS_OK)
         return NAN;
     return (double)(tot - fr) / 1048576.0;
 }
@@ -368,9 +374,7 @@ static ms_status_t bench_precision(const ms_spec_t *spec, const bench_opts_t *o,
     size_t nx = (size_t)o->batch * C * o->crop * o->crop;
     size_t nxi = (size_t)o->ibatch * C * o->ih * o->iw, nmax = nx > nxi ? nx : nxi;
     /* pinned, as a loader handing batches to the GPU should use */
-    if (cudaMallocHost((void **)&x, nmax * sizeof(float)) != cudaSuccess)
-        MS_FAIL(MS_ENOMEM, "cudaMallocHost of %zu MiB for the input batch failed",
-                nmax * sizeof(float) >> 20);
+    MS_TRY(ms_cuda_host_alloc((void **)&x, nmax * sizeof(float)));
     MS_ALLOC(t, (size_t)(o->batch > o->ibatch ? o->batch : o->ibatch) * K, "targets");
     fill_input(x, nmax, 5);
     fill_targets(t, o->batch, K);
@@ -384,7 +388,7 @@ static ms_status_t bench_precision(const ms_spec_t *spec, const bench_opts_t *o,
     res->train_ips = o->batch / tm;
     MS_TRY(ms_cuda_memory(be, &mem));
     res->train_peak_mib = mem.peak / 1048576.0;
-    res->device_used_mib = device_used_mib();
+    res->device_used_mib = device_used_mib(o->device);
     printf("  training %dx%d batch %d: %.1f images/s (median step %.2f ms of %d, input on the "
            "device as PyTorch's figure); %.1f images/s (%.2f ms) uploading each batch from "
            "pinned host memory\n", o->crop, o->crop, o->batch, res->train_ips, tm * 1e3,
@@ -416,8 +420,7 @@ static ms_status_t bench_precision(const ms_spec_t *spec, const bench_opts_t *o,
 done:
     ms_net_free(net);
     ms_backend_close(be);
-    if (x)
-        cudaFreeHost(x);
+    ms_cuda_host_free(x);
     free(t), free(times);
     return st;
 }
@@ -466,11 +469,16 @@ static int run_pytorch(const bench_opts_t *o, torch_result_t *tr, int max)
     /* the script names Debian's /usr/bin/python3; where torch lives in another interpreter
      * (the GPU machines' image: `python3` on PATH), MILSCREEN_PYTHON names it */
     const char *py = getenv("MILSCREEN_PYTHON");
-    snprintf(cmd, sizeof cmd,
-             "%s%s%s'%s/tools/bench-pytorch' --gpu --batch %d --crop %d --infer %dx%d "
-             "--infer-batch %d --steps %d --warmup %d 2>&1",
-             py ? "'" : "", py ? py : "", py ? "' " : "", source_dir(), o->batch, o->crop, o->iw,
-             o->ih, o->ibatch, o->steps, o->warmup);
+    if (snprintf(cmd, sizeof cmd,
+                 "%s%s%s'%s/tools/bench-pytorch' --gpu --batch %d --crop %d --infer %dx%d "
+                 "--infer-batch %d --steps %d --warmup %d%s%s 2>&1",
+                 py ? "'" : "", py ? py : "", py ? "' " : "", source_dir(), o->batch, o->crop,
+                 o->iw, o->ih, o->ibatch, o->steps, o->warmup,
+                 o->pytorch_modes ? " --modes " : "",
+                 o->pytorch_modes ? o->pytorch_modes : "") >= (int)sizeof cmd) {
+        fprintf(stderr, "milscreen bench: the tools/bench-pytorch command is too long\n");
+        return -1;
+    }
     printf("\n== PyTorch: %s\n", cmd);
     fflush(stdout);
     FILE *f = popen(cmd, "r");
@@ -541,7 +549,7 @@ int ms_bench_gpu(int argc, char **argv)
 {
     ms_cli_t cli = {.cmd = "bench"};
     enum { O_GPU = MS_OPT_FIRST_FREE, O_VS, O_PREC, O_DEV, O_BATCH, O_CROP, O_INFER, O_IBATCH,
-           O_STEPS, O_WARMUP, O_NOLAYERS };
+           O_STEPS, O_WARMUP, O_NOLAYERS, O_TORCH_MODES };
     static const struct option opts[] = {MS_CLI_COMMON_OPTIONS,
                                          {"gpu", no_argument, 0, O_GPU},
                                          {"vs-pytorch", no_argument, 0, O_VS},
@@ -554,6 +562,7 @@ int ms_bench_gpu(int argc, char **argv)
                                          {"steps", required_argument, 0, O_STEPS},
                                          {"warmup", required_argument, 0, O_WARMUP},
                                          {"no-layers", no_argument, 0, O_NOLAYERS},
+                                         {"pytorch-modes", required_argument, 0, O_TORCH_MODES},
                                          {0, 0, 0, 0}};
     bench_opts_t o = {.precisions = "fp32,tf32,bf16", .device = 0, .batch = 16, .crop = 900,
                       .iw = 1000, .ih = 1200, .ibatch = 16, .steps = 20, .warmup = 3,
@@ -600,6 +609,12 @@ int ms_bench_gpu(int argc, char **argv)
         case O_NOLAYERS:
             o.layers = 0;
             break;
+        case O_TORCH_MODES:
+            if (strspn(optarg, "abcdefghijklmnopqrstuvwxyz0123456789_,") != strlen(optarg))
+                return ms_cli_usage_error("bench", "--pytorch-modes '%s': a comma-separated "
+                                          "list of fp32, tf32, bf16_cl, bf16_compile", optarg);
+            o.pytorch_modes = optarg;
+            break;
         case O_INFER: {
             int c = 0;
             if (ms_cli_parse_size(optarg, &o.iw, &o.ih, &c, 0) != 0)
@@ -616,10 +631,9 @@ int ms_bench_gpu(int argc, char **argv)
         return ms_cli_usage_error("bench", "unexpected argument '%s'", argv[optind]);
 
     int ndev = 0;
-    cudaError_t e = cudaGetDeviceCount(&ndev);
-    if (e != cudaSuccess || ndev == 0) {
-        fprintf(stderr, "milscreen bench: error: --gpu needs a CUDA device and there is none "
-                        "(%s)\n", e != cudaSuccess ? cudaGetErrorString(e) : "no device");
+    if (ms_cuda_device_count(&ndev) != MS_OK) {
+        fprintf(stderr, "milscreen bench: error: --gpu needs a CUDA device: %s\n",
+                ms_error_message());
         return 1;
     }
     if (o.device >= ndev)
@@ -631,25 +645,17 @@ int ms_bench_gpu(int argc, char **argv)
     ms_spec_t spec = {0};
     bench_result_t res[3];
     int nres = 0;
-    char paper[4096];
-    snprintf(paper, sizeof paper, "%s/configs/paper.ini", source_dir());
+    char paper[4200];
+    if (snprintf(paper, sizeof paper, "%s/configs/paper.ini", source_dir()) >= (int)sizeof paper)
+        MS_FAIL(MS_EARG, "the default config's path is too long: %s/configs", source_dir());
     if (!cli.config_path)
         cli.config_path = paper;
     MS_TRY(ms_cli_config(&cli, &cfg));
     MS_TRY(ms_spec_from_config(&spec, cfg));
     {
-        char gitcmd[4200];
-        snprintf(gitcmd, sizeof gitcmd, "git -C '%s' rev-parse --short HEAD 2>/dev/null",
-                 source_dir());
-        FILE *g = popen(gitcmd, "r");
-        char rev[64] = "unknown";
-        if (g) {
-            if (fgets(rev, sizeof rev, g))
-                rev[strcspn(rev, "\n")] = 0;
-            pclose(g);
-        }
-        printf("milscreen %s (git %s) bench --gpu: %s, %d channels, %d classes\n", MS_VERSION,
-               rev, cli.config_path, spec.channels, spec.classes);
+        printf("milscreen %s (git %s) bench --gpu: %s, %d channels, %d classes\n"
+               "  CUDA plugin %s\n", MS_VERSION, ms_version_revision(), cli.config_path,
+               spec.channels, spec.classes, ms_cuda_plugin_status());
     }
     char list[64];
     snprintf(list, sizeof list, "%s", o.precisions);

@@ -12,13 +12,17 @@
 #include "pipeline/eval/evalio.h"
 #include "pipeline/localise/localise.h"
 #include "pipeline/eval/metrics.h"
+#include "pipeline/names.h"
 
 static void help(void)
 {
     printf("usage: milscreen eval OUTPUT.h5... [--json FILE] [--shard-dir DIR] "
            "[--otsu-channel C]\n\n"
            "Evaluates score outputs (from 'milscreen score') against the shards they name in\n"
-           "their 'source' attribute, pooling all files:\n"
+           "their 'source' attribute, pooling all files. Labels are compared with the columns\n"
+           "by class name (a shard scored with --remap-classes may order its classes otherwise,\n"
+           "or name only some: the others are unknown for its images); a shard class the\n"
+           "output lacks, or files of different class lists, are refused naming both lists.\n"
            "  single-label shards (/meta/label): accuracy and mean per-class accuracy of both\n"
            "    heads (fc_prob: the FC output; mil_prob: the MIL-pool output, arg-max);\n"
            "  multi-label shards (/meta/labels): mean average precision (sklearn's AP);\n"
@@ -49,6 +53,7 @@ typedef struct {
     int K;
     int multilabel;
     char **class_names;    /* (K) from the first file */
+    char *first;           /* its path */
     size_t N;
     float *fc, *mil;       /* (N, K) */
     int *label;            /* (N) single label or -1 */
@@ -114,12 +119,40 @@ static ms_status_t find_shard(const ms_scores_t *s, const char *shard_dir, char 
                   s->path, s->source, shard_dir ? shard_dir : "", shard_dir ? "/" : "", base);
 }
 
+/* Labels are compared by name: the shard's class j is the score file's column map[j]. The
+ * two lists are the same when the shard was scored as it is; with score --remap-classes the
+ * shard's classes are a permutation or subset of the score file's (the checkpoint's). A score
+ * file that names no classes (another tool's) is taken to follow its shard's order. */
+static ms_status_t class_map(const ms_scores_t *s, const ms_shard_view_t *v, int *map)
+{
+    char a[1024], b[1024];
+    if (!s->named) {
+        if (v->K != s->K)
+            return MS_ERR(MS_EFORMAT, "%s has %d classes but its shard %s has %d", s->path, s->K,
+                          v->path, v->K);
+        fprintf(stderr, "milscreen eval: note: %s names no classes (attribute class_names); "
+                "its columns are taken to be the classes of %s in order\n", s->path, v->path);
+        for (int k = 0; k < v->K; k++)
+            map[k] = k;
+        return MS_OK;
+    }
+    for (int j = 0; j < v->K; j++) {
+        if ((map[j] = ms_names_index(v->class_names[j], s->class_names, s->K)) < 0)
+            return MS_ERR(MS_EFORMAT, "%s: class '%s' of its shard %s (%s) is not one of its "
+                          "classes (%s)", s->path, v->class_names[j], v->path,
+                          ms_names_format(a, sizeof a, v->class_names, v->K),
+                          ms_names_format(b, sizeof b, s->class_names, s->K));
+    }
+    return MS_OK;
+}
+
 static ms_status_t add_file(pool_t *P, const char *path, const char *shard_dir, int otsu_ch)
 {
     ms_status_t st = MS_OK;
     ms_scores_t s;
     ms_shard_view_t v;
     char shard[4096];
+    int *map = NULL;                             /* (shard's K) the score column of each */
     float *img = NULL;                           /* (C, H, W) */
     uint8_t *mask = NULL, *truth = NULL, *otsu = NULL; /* (H, W) each */
     memset(&v, 0, sizeof v);
@@ -134,8 +167,8 @@ static ms_status_t add_file(pool_t *P, const char *path, const char *shard_dir, 
                 MS_FAIL(MS_EFORMAT, "%s: image %zu is '%s' but the shard %s has '%s' there",
                         path, i, s.image_id[i], shard, v.image_id[i]);
     int multilabel = v.labels != NULL;
-    if (v.K != s.K)
-        MS_FAIL(MS_EFORMAT, "%s has %d classes but its shard %s has %d", path, s.K, shard, v.K);
+    MS_ALLOC(map, v.K + 1, "class map");
+    MS_TRY(class_map(&s, &v, map));
     if (P->N == 0 && P->K == 0) {
         P->K = s.K;
         P->multilabel = multilabel;
@@ -143,9 +176,17 @@ static ms_status_t add_file(pool_t *P, const char *path, const char *shard_dir, 
         P->have_treat = v.treatment != NULL;
         P->class_names = s.class_names;
         s.class_names = NULL;
-    } else if (s.K != P->K || multilabel != P->multilabel) {
-        MS_FAIL(MS_EFORMAT, "%s has %d %s classes, unlike the files before it (%d %s)", path,
-                s.K, multilabel ? "multi-label" : "single-label", P->K,
+        if (!(P->first = strdup(path)))
+            MS_FAIL(MS_ENOMEM, "out of memory");
+    } else if (!ms_names_same(s.class_names, s.K, P->class_names, P->K)) {
+        char a[1024], b[1024];
+        MS_FAIL(MS_EFORMAT, "%s has %d classes (%s), but %s before it has %d (%s): eval pools "
+                "only score files of one class list, in one order", path, s.K,
+                ms_names_format(a, sizeof a, s.class_names, s.K), P->first, P->K,
+                ms_names_format(b, sizeof b, P->class_names, P->K));
+    } else if (multilabel != P->multilabel) {
+        MS_FAIL(MS_EFORMAT, "%s has %s labels, unlike the files before it (%s)", shard,
+                multilabel ? "multi-label" : "single-label",
                 P->multilabel ? "multi-label" : "single-label");
     } else {
         P->have_fc &= s.fc_prob != NULL;
@@ -164,12 +205,15 @@ static ms_status_t add_file(pool_t *P, const char *path, const char *shard_dir, 
         memcpy(P->fc + N0 * K, s.fc_prob, s.N * K * sizeof(float));
     for (size_t i = 0; i < s.N; i++) {
         int l = v.label ? v.label[i] : -1;
-        if (l >= K)
-            MS_FAIL(MS_EFORMAT, "%s: label %d of image %zu is not below the %d classes of %s",
-                    shard, l, i, K, path);
-        P->label[N0 + i] = l < 0 ? -1 : l;
+        if (l >= v.K)
+            MS_FAIL(MS_EFORMAT, "%s: label %d of image %zu is not below its %d classes", shard,
+                    l, i, v.K);
+        P->label[N0 + i] = l < 0 ? -1 : map[l];
+        /* a class the shard does not name is unknown for its images */
         for (int k = 0; k < K; k++)
-            P->labels[(N0 + i) * K + k] = v.labels ? v.labels[i * K + k] : -1;
+            P->labels[(N0 + i) * K + k] = -1;
+        for (int j = 0; v.labels && j < v.K; j++)
+            P->labels[(N0 + i) * K + map[j]] = v.labels[i * v.K + j];
         P->treat[N0 + i] = -1;
         P->rep[N0 + i] = v.replicate[i];
         const char *tn = v.treatment ? v.treatment[i] : "";
@@ -202,10 +246,11 @@ static ms_status_t add_file(pool_t *P, const char *path, const char *shard_dir, 
         memcpy(P->cell_prob + M0 * K, s.cell_prob, s.M * K * sizeof(float));
         for (size_t j = 0; j < s.M; j++) {
             int l = v.cell_label[j];
-            if (l >= K)
-                MS_FAIL(MS_EFORMAT, "%s: cell %zu has label %d, not below %d classes", shard, j,
-                        l, K);
-            P->cell_label[M0 + j] = l < 0 ? -1 : l;
+            if (l >= v.K)
+                MS_FAIL(MS_EFORMAT, "%s: cell %zu has label %d, not below its %d classes",
+                        shard, j, l, v.K);
+            l = l < 0 ? -1 : map[l];
+            P->cell_label[M0 + j] = l;
             for (int k = 0; k < K; k++)
                 P->cell_truth[(M0 + j) * K + k] = l < 0 ? -1 : l == k;
             /* The noisy labels of paper Table 2: every cell gets its image's label. */
@@ -252,6 +297,7 @@ static ms_status_t add_file(pool_t *P, const char *path, const char *shard_dir, 
         }
     }
 done:
+    free(map);
     free(img);
     free(mask);
     free(otsu);
@@ -380,8 +426,12 @@ int ms_cmd_eval(int argc, char **argv)
     double m_otsu = P.n_mask_images ? P.iou_mask_otsu / P.n_mask_images : NAN;
 
     size_t known = 0;
-    for (size_t i = 0; i < P.N; i++)
-        known += P.multilabel ? P.labels[i * K] >= 0 : P.label[i] >= 0;
+    for (size_t i = 0; i < P.N; i++) {
+        int row = 0; /* a multi-label row is known when any of its classes is */
+        for (int k = 0; P.multilabel && k < K; k++)
+            row |= P.labels[i * K + k] >= 0;
+        known += P.multilabel ? row : P.label[i] >= 0;
+    }
     printf("milscreen eval: %d file%s, %zu images (%zu labelled), %d classes, %s\n",
            argc - optind, argc - optind == 1 ? "" : "s", P.N, known, K,
            P.multilabel ? "multi-label" : "single-label");
@@ -537,5 +587,6 @@ done:
         for (int k = 0; k < P.K; k++)
             free(P.class_names[k]);
     free(P.class_names);
+    free(P.first);
     return st ? ms_cli_fail("eval", st) : 0;
 }

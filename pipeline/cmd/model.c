@@ -11,11 +11,13 @@
 static void help(void)
 {
     printf("usage: milscreen model --config FILE [--set section.key=value ...] "
-           "[--input WxH[xC]]\n\n"
+           "[--input WxH[xC]]\n"
+           "       milscreen model --config FILE [--set ...] --print-config\n\n"
            "Prints each layer with its output size, the parameter count, the instance map\n"
            "size and the forward cost (multiply-adds x2) for one input of WxH pixels\n"
            "(default: 900x900, the paper's training crop; C defaults to [net] channels and,\n"
-           "when given, sets it).\n");
+           "when given, sets it).\n"
+           "--print-config prints the config as read, every default filled in, and exits.\n");
 }
 
 static void group(char *buf, size_t n, double x)
@@ -36,7 +38,7 @@ static void group(char *buf, size_t n, double x)
 int ms_cmd_model(int argc, char **argv)
 {
     ms_cli_t cli = {.cmd = "model"};
-    static const struct option opts[] = {MS_CLI_COMMON_OPTIONS,
+    static const struct option opts[] = {MS_CLI_COMMON_OPTIONS, MS_CLI_PRINT_CONFIG_OPTION,
                                          {"input", required_argument, 0, 'i'},
                                          {0, 0, 0, 0}};
     int w = 900, h = 900, c = 0, opt;
@@ -79,6 +81,10 @@ int ms_cmd_model(int argc, char **argv)
     MS_TRY(ms_spec_from_config(&spec, cfg));
     MS_TRY(ms_options_read(cfg, &options));
     MS_TRY(ms_config_check_used(cfg));
+    if (cli.print_config) {
+        MS_TRY(ms_cli_print_config(&cli, cfg, cli.config_path));
+        goto done;
+    }
     MS_ALLOC(L, spec.nlayers, "layers");
     MS_TRY(ms_spec_resolve(&spec, h, w, L));
 

@@ -9,6 +9,8 @@
 
 #include "engine/config.h"
 #include "engine/spec.h"
+#include "io/h5util.h"
+#include "io/shard.h"
 #include "pipeline/cli.h"
 #include "pipeline/commands.h"
 #include "pipeline/eval/evalio.h"
@@ -20,12 +22,16 @@ static void help(void)
            "                        [options]\n\n"
            "Draws image I of a score output: its channels in colour (percentile contrast\n"
            "stretch), the instance map of the predicted class (or --class) as a heat overlay\n"
-           "whose opacity is the instance probability, the mask outline in cyan, and a panel\n"
-           "with the image id, its true label and every class's probability from both heads\n"
-           "(FC and MIL), highest first. The image is read from the shard named by the\n"
-           "output's 'source' attribute.\n\n"
-           "  --class K          class map to show: an index or a class name (default: /pred,\n"
-           "                     else the arg-max of fc_prob)\n"
+           "whose opacity is the instance probability, the mask outline in cyan, a scale bar\n"
+           "when the shard records its pixel size (attribute pixel_size_um), and a panel with\n"
+           "the image id, plate, well, site, treatment, its true label, the channels' colours,\n"
+           "the heat colour bar and every class's probability from both heads (FC and MIL),\n"
+           "highest first. The image is read from the shard named by the output's 'source'\n"
+           "attribute.\n\n"
+           "  --class NAME       class map to show, by its name (exact, else ignoring case when\n"
+           "                     that is unambiguous); --class '#K' takes the class with index\n"
+           "                     K (0-based), so a class named \"3\" is never taken for index 3\n"
+           "                     (default: /pred, else the arg-max of fc_prob)\n"
            "  --percentile P     contrast stretch from the P-th to the (100-P)-th percentile\n"
            "                     of each channel (default 0.5)\n"
            "  --alpha A          heat opacity at probability 1 (default 0.4; 0: no heat)\n"
@@ -127,6 +133,26 @@ static int geometry(const char *config_text, int *stride, double *offset)
     ms_config_free(cfg);
     ms_error_clear();
     return ok;
+}
+
+/* The shard's pixel size, micrometres per pixel (y, x) from its root attribute
+ * pixel_size_um; 0 when it has none. A malformed one is an error: no bar beats a wrong one. */
+static ms_status_t shard_pixel_size(const char *path, double um[2])
+{
+    ms_status_t st = MS_OK;
+    hid_t f = H5I_INVALID_HID;
+    um[0] = um[1] = 0;
+    MS_TRY(ms_h5_open(&f, path));
+    if (ms_h5_attr_exists(f, "pixel_size_um")) {
+        MS_TRY(ms_h5_attr_get_doubles(f, "pixel_size_um", 2, um));
+        if (!(um[0] > 0 && um[1] > 0 && um[0] < 1e6 && um[1] < 1e6))
+            MS_FAIL(MS_EFORMAT, "%s: pixel_size_um = (%g, %g) is not a pixel size in "
+                    "micrometres", path, um[0], um[1]);
+    }
+done:
+    if (f >= 0)
+        H5Fclose(f);
+    return st;
 }
 
 static int file_exists(const char *p)
@@ -276,19 +302,42 @@ int ms_cmd_render(int argc, char **argv)
     if (v.N != s.N)
         MS_FAIL(MS_EFORMAT, "%s has %zu images but its shard %s has %zu", input, s.N, shard, v.N);
 
-    /* Class to show. */
+    /* Class to show: a name, or "#K" for an index, never guessed between the two. */
     const float *fc = s.fc_prob ? s.fc_prob + i * K : NULL, *mil = s.mil_prob + i * K;
     int k = -1;
-    if (cls) {
-        long kk = strtol(cls, &end, 10);
-        if (!*end && end != cls)
-            k = (int)kk;
+    const char *how = "the prediction";
+    if (cls && cls[0] == '#') {
+        char *e2;
+        long kk = strtol(cls + 1, &e2, 10);
+        if (*e2 || e2 == cls + 1 || kk < 0 || kk >= K)
+            MS_FAIL(MS_EARG, "--class %s: %s has classes #0 to #%d", cls, input, K - 1);
+        k = (int)kk;
+        how = "by index";
+    } else if (cls) {
         for (int c = 0; c < K && k < 0; c++)
+            if (!strcmp(s.class_names[c], cls))
+                k = c;
+        int matches = 0;
+        for (int c = 0; c < K && k < 0; c++)
+            matches += !strcasecmp(s.class_names[c], cls);
+        for (int c = 0; c < K && k < 0 && matches == 1; c++)
             if (!strcasecmp(s.class_names[c], cls))
                 k = c;
-        if (k < 0 || k >= K)
-            MS_FAIL(MS_EARG, "--class %s: not a class of %s (0..%d or a class name)", cls,
-                    input, K - 1);
+        if (matches > 1)
+            MS_FAIL(MS_EARG, "--class %s: %d classes of %s have that name in another case; "
+                    "give it exactly, or as #index", cls, matches, input);
+        if (k < 0) {
+            long kk = strtol(cls, &end, 10);
+            int number = !*end && end != cls && kk >= 0 && kk < K;
+            if (number)
+                MS_FAIL(MS_EARG, "--class %s: no class of %s is named \"%s\"; for the class "
+                        "with index %ld (\"%s\") write --class '#%ld'", cls, input, cls, kk,
+                        s.class_names[kk], kk);
+            MS_FAIL(MS_EARG, "--class %s: no class of %s has that name (they are: %s%s%s%s); "
+                    "or give #0 to #%d", cls, input, s.class_names[0], K > 1 ? ", " : "",
+                    K > 1 ? s.class_names[1] : "", K > 2 ? ", ..." : "", K - 1);
+        }
+        how = "by name";
     } else if (s.pred && s.pred[i] >= 0 && s.pred[i] < K) {
         k = s.pred[i];
     } else {
@@ -310,9 +359,13 @@ int ms_cmd_render(int argc, char **argv)
             MS_FAIL(MS_EARG, "--colours %s: expected %d names of red green blue cyan magenta "
                     "yellow white off, separated by commas", colours, v.C);
         r.colours = (const uint8_t(*)[3])col;
-    } else if (colours_by_name(v.channel_names, v.C, col)) {
-        r.colours = (const uint8_t(*)[3])col;
+    } else if (!colours_by_name(v.channel_names, v.C, col)) {
+        ms_render_default_colours(col, v.C);
     }
+    r.colours = (const uint8_t(*)[3])col; /* the legend names them */
+    double um[2];
+    MS_TRY(shard_pixel_size(shard, um));
+    r.pixel_um = um[1]; /* the bar runs along x */
     if (s.map_h && alpha > 0) {
         MS_ALLOC(map, (size_t)s.map_h * s.map_w, "instance map");
         MS_TRY(ms_scores_read_map(&s, i, k, map));
@@ -334,7 +387,8 @@ int ms_cmd_render(int argc, char **argv)
         r.mask = mask;
     }
 
-    /* The panel. */
+    /* The panel: where the image comes from, its label, what each colour means, then the
+     * classes. Text keeps its case (names are shown as the shard spells them). */
     static const uint8_t yellow[3] = {255, 230, 0}, green[3] = {80, 255, 80},
                          grey[3] = {170, 170, 170}, orange[3] = {255, 140, 0},
                          cyan[3] = {0, 255, 255};
@@ -346,28 +400,42 @@ int ms_cmd_render(int argc, char **argv)
     }
     namew = namew > 24 ? 24 : namew;
     const char *id = s.image_id ? s.image_id[i] : v.image_id ? v.image_id[i] : "";
-    snprintf(text[nl++], NLINE, "IMAGE %zu %.40s", i, id);
+    snprintf(text[nl++], NLINE, "image %zu  %.40s", i, id);
+    const ms_image_meta_t *m = ms_shard_meta(v.shard, (int)i);
+    if (m->plate[0] || m->well[0])
+        snprintf(text[nl++], NLINE, "plate %.24s  well %.8s  site %d", m->plate, m->well,
+                 m->site);
+    if (m->treatment[0])
+        snprintf(text[nl++], NLINE, "treatment %.40s  replicate %d", m->treatment,
+                 m->replicate);
     int true_k = v.label ? v.label[i] : -1;
     if (true_k >= 0 && true_k < K) {
-        snprintf(text[nl], NLINE, "TRUE  %.40s", s.class_names[true_k]);
+        snprintf(text[nl], NLINE, "true  %.40s", s.class_names[true_k]);
         r.line_rgb[nl++] = green;
     } else if (v.labels) {
-        int n = snprintf(text[nl], NLINE, "TRUE ");
+        int n = snprintf(text[nl], NLINE, "true ");
         for (int c = 0; c < K && n < NLINE - 20; c++)
             if (v.labels[i * K + c] > 0)
                 n += snprintf(text[nl] + n, NLINE - n, " %.16s", s.class_names[c]);
         r.line_rgb[nl++] = green;
     }
+    text[nl++][0] = 0;
+    for (int c = 0; c < v.C && nl < MS_RENDER_MAX_LINES - 16; c++) {
+        int off = !col[c][0] && !col[c][1] && !col[c][2];
+        snprintf(text[nl], NLINE, "%.40s%s", v.channel_names[c], off ? " (off)" : "");
+        r.line_swatch[nl++] = col[c];
+    }
     if (r.map) {
-        snprintf(text[nl], NLINE, "HEAT  P(%.30s), LINE AT 50%%", s.class_names[k]);
+        snprintf(text[nl], NLINE, "heat  P(%.30s), line at 0.5", s.class_names[k]);
         r.line_rgb[nl++] = orange;
+        r.line_heatbar[nl++] = 1;
     }
     if (r.mask) {
-        snprintf(text[nl], NLINE, "CYAN  MASK OUTLINE");
+        snprintf(text[nl], NLINE, "cyan  mask outline");
         r.line_rgb[nl++] = cyan;
     }
     text[nl++][0] = 0;
-    snprintf(text[nl], NLINE, "%-*s %6s %6s", namew, "CLASS", fc ? "FC" : "", "MIL");
+    snprintf(text[nl], NLINE, "%-*s %6s %6s", namew, "class", fc ? "FC" : "", "MIL");
     r.line_rgb[nl++] = grey;
     MS_ALLOC(rank, K, "ranking");
     for (int c = 0; c < K; c++)
@@ -385,15 +453,25 @@ int ms_cmd_render(int argc, char **argv)
         shown++;
     }
     if (shown < K)
-        snprintf(text[nl++], NLINE, "(%d MORE)", K - shown);
+        snprintf(text[nl++], NLINE, "(%d more)", K - shown);
     for (int j = 0; j < nl; j++)
         r.lines[j] = text[j];
     r.nlines = nl;
 
-    MS_TRY(ms_render_draw(&cv, &r));
+    ms_render_layout_t lay;
+    MS_TRY(ms_render_draw_layout(&cv, &r, &lay));
     MS_TRY(ms_png_write(out, cv.rgb, cv.w, cv.h));
-    printf("wrote %s (%dx%d): image %zu of %s, class map %d (%s)\n", out, cv.w, cv.h, i, input,
-           k, s.class_names[k]);
+    printf("wrote %s (%dx%d): image %zu of %s, class map %d (%s, %s)\n", out, cv.w, cv.h, i,
+           input, k, s.class_names[k], how);
+    if (lay.bar_um > 0)
+        printf("  scale bar %g \xc2\xb5m = %d pixels (%g \xc2\xb5m per pixel)\n", lay.bar_um,
+               lay.bar_w, r.pixel_um);
+    else
+        printf("  no scale bar: %s does not record its pixel size (pixel_size_um)\n", shard);
+    /* the panel's text as drawn, for logs and scripts */
+    for (int j = 0; j < nl; j++)
+        if (text[j][0] && !r.line_heatbar[j])
+            printf("  | %s\n", text[j]);
 done:
     ms_canvas_free(&cv);
     free(img);

@@ -64,8 +64,6 @@ ms_status_t ms_dist_open(ms_dist_t *d)
 
 void ms_dist_close(ms_dist_t *d)
 {
-    free(d->stage);
-    d->stage = NULL;
 #if MS_HAVE_MPI
     if (d->mpi)
         MPI_Finalize();
@@ -85,46 +83,41 @@ static ms_status_t mpi_check(int rc, const char *what)
 }
 #endif
 
-ms_status_t ms_dist_mean_grads(ms_dist_t *d, ms_net_t *net)
+ms_status_t ms_dist_mean(ms_dist_t *d, void *v, size_t n, ms_dtype_t dt)
+{
+    if (d->ranks == 1)
+        return MS_OK; /* the mean of one rank is itself */
+#if MS_HAVE_MPI
+    ms_status_t st = MS_OK;
+    if (n > (size_t)0x7fffffff)
+        MS_FAIL(MS_EARG, "all-reduce: %zu values exceed MPI's int count", n);
+    MS_TRY(mpi_check(MPI_Allreduce(MPI_IN_PLACE, v, (int)n, dt == MS_F64 ? MPI_DOUBLE : MPI_FLOAT,
+                                   MPI_SUM, MPI_COMM_WORLD),
+                     "all-reduce of the gradients"));
+    /* a division, not a multiplication by 1/ranks: the mean of an exact sum is then rounded
+     * once (exact for integers), as the GPU ranks' NCCL path rounds it */
+    if (dt == MS_F64) {
+        double *p = v, r = d->ranks;
+        for (size_t i = 0; i < n; i++)
+            p[i] /= r;
+    } else {
+        float *p = v, r = (float)d->ranks;
+        for (size_t i = 0; i < n; i++)
+            p[i] /= r;
+    }
+done:
+    return st;
+#else
+    return MS_ERR(MS_EBACKEND, "several ranks without MPI");
+#endif
+}
+
+ms_status_t ms_dist_bcast(ms_dist_t *d, void *buf, int bytes)
 {
     if (d->ranks == 1)
         return MS_OK;
 #if MS_HAVE_MPI
-    ms_status_t st = MS_OK;
-    ms_backend_t *be = ms_net_backend(net);
-    ms_dtype_t dt = ms_net_dtype(net);
-    size_t n = ms_net_nparams(net), bytes = n * ms_dtype_size(dt);
-    void *g = ms_net_grads(net);
-    if (n > (size_t)0x7fffffff)
-        MS_FAIL(MS_EARG, "all-reduce: %zu parameters exceed MPI's int count", n);
-    /* Device gradients go through host memory: one download and one upload per step of
-     * the parameter count (a few MB for the paper's network). */
-    if (be->device_memory) {
-        if (d->stage_bytes < bytes) {
-            free(d->stage);
-            d->stage = NULL;
-            MS_ALLOC(d->stage, bytes, "all-reduce staging buffer");
-            d->stage_bytes = bytes;
-        }
-        MS_TRY(ms_net_read(net, g, d->stage));
-    }
-    void *buf = be->device_memory ? d->stage : g;
-    MPI_Datatype t = dt == MS_F64 ? MPI_DOUBLE : MPI_FLOAT;
-    MS_TRY(mpi_check(MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, t, MPI_SUM, MPI_COMM_WORLD),
-                     "all-reduce of the gradients"));
-    if (dt == MS_F64) {
-        double *p = buf, s = 1.0 / d->ranks;
-        for (size_t i = 0; i < n; i++)
-            p[i] *= s;
-    } else {
-        float *p = buf, s = 1.0f / (float)d->ranks;
-        for (size_t i = 0; i < n; i++)
-            p[i] *= s;
-    }
-    if (be->device_memory)
-        MS_TRY(ms_net_write(net, g, d->stage));
-done:
-    return st;
+    return mpi_check(MPI_Bcast(buf, bytes, MPI_BYTE, 0, MPI_COMM_WORLD), "broadcast from rank 0");
 #else
     return MS_ERR(MS_EBACKEND, "several ranks without MPI");
 #endif

@@ -302,6 +302,7 @@ ms_status_t ms_scores_open(ms_scores_t *s, const char *path)
     }
     if (names && nn == (size_t)s->K) {
         s->class_names = names;
+        s->named = 1;
     } else {
         free_strings(names, nn);
         MS_ALLOC(s->class_names, s->K, "class names");
@@ -437,6 +438,10 @@ ms_status_t ms_shard_view_open(ms_shard_view_t *v, const char *path)
         }
     }
     v->has_masks = ms_shard_has_masks(sh);
+    MS_ALLOC(v->class_names, K, "class names");
+    for (int k = 0; k < K; k++)
+        if (!(v->class_names[k] = strdup(ms_shard_class_name(sh, k))))
+            MS_FAIL(MS_ENOMEM, "out of memory reading %s", path);
     MS_ALLOC(v->channel_names, v->C, "channel names");
     for (int c = 0; c < v->C; c++) {
         const char *name = ms_shard_channel_name(sh, c);
@@ -462,6 +467,7 @@ void ms_shard_view_close(ms_shard_view_t *v)
     free(v->cell_image);
     free(v->cell_label);
     free_strings(v->channel_names, (size_t)v->C);
+    free_strings(v->class_names, (size_t)v->K);
     memset(v, 0, sizeof *v);
 }
 

@@ -27,6 +27,7 @@ typedef struct {
     char *source;          /* the shard's path (attribute), or NULL */
     char *config;          /* the config text (attribute), or NULL */
     char **class_names;    /* (K) from the attribute, or "0".."K-1" */
+    int named;             /* 1 when class_names came from the file */
 } ms_scores_t;
 
 ms_status_t ms_scores_open(ms_scores_t *s, const char *path);
@@ -44,6 +45,7 @@ typedef struct {
     size_t N;
     int C, H, W;           /* /images (N, C, H, W) */
     int K;                 /* classes (the shard's class_names) */
+    char **class_names;    /* (K) */
     char **image_id;       /* (N) */
     int *label;            /* (N) single label, -1 unknown; NULL for multi-label shards */
     int *labels;           /* (N, K) multi-hot, -1 unknown; NULL for single-label shards */

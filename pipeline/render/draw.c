@@ -2,6 +2,7 @@
  * the class map as a heat overlay placed by the network's geometry, the mask outline, and a
  * text panel in the built-in font. No files here (render.c reads them). */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -73,7 +74,27 @@ static float sample(const float *map, int h, int w, double u, double v)
     return (float)((1 - fv) * top + fv * bot);
 }
 
+double ms_render_scale_length(double width_um)
+{
+    if (!(width_um > 0))
+        return 0;
+    double p = pow(10, floor(log10(width_um / 5))), best = p;
+    for (int m = 1; m <= 10; m *= 10)
+        for (int k = 0; k < 3; k++) {
+            double v = (k == 0 ? 1 : k == 1 ? 2 : 5) * p * m;
+            if (v <= width_um / 5 * (1 + 1e-9))
+                best = v > best ? v : best;
+        }
+    return best;
+}
+
 ms_status_t ms_render_draw(ms_canvas_t *canvas, const ms_render_t *r)
+{
+    return ms_render_draw_layout(canvas, r, NULL);
+}
+
+ms_status_t ms_render_draw_layout(ms_canvas_t *canvas, const ms_render_t *r,
+                                  ms_render_layout_t *layout)
 {
     ms_status_t st = MS_OK;
     float *acc = NULL;     /* (H, W, 3) */
@@ -93,15 +114,23 @@ ms_status_t ms_render_draw(ms_canvas_t *canvas, const ms_render_t *r)
     /* Text size grows with the picture so that it stays readable when the PNG is shown
      * scaled to a screen: 7 px glyphs at 256 px, 28 px at 1024. */
     const int scale = ZH / 256 > 2 ? ZH / 256 : 2;
-    const int margin = 4 * scale, line_h = ms_font_text_height(scale) + 3 * scale;
-    int panel_w = 0;
+    const int gh = ms_font_text_height(scale);
+    const int margin = 4 * scale, line_h = gh + 3 * scale;
+    const int swatch_w = gh + 2 * scale;                     /* square plus a space */
+    const int heat_w = 24 * (MS_FONT_W + 1) * scale;         /* 24 characters wide */
+    int panel_w = 0, rows = 0;
     for (int i = 0; i < r->nlines; i++) {
-        int tw = ms_font_text_width(r->lines[i], scale);
+        int tw = r->line_heatbar[i] ? heat_w
+                                    : ms_font_text_width(r->lines[i], scale) +
+                                          (r->line_swatch[i] ? swatch_w : 0);
         panel_w = tw > panel_w ? tw : panel_w;
+        rows += r->line_heatbar[i] ? 2 : 1;
     }
     panel_w = r->nlines ? panel_w + 2 * margin : 0;
-    int canvas_h = 2 * margin + r->nlines * line_h;
+    int canvas_h = 2 * margin + rows * line_h;
     canvas_h = canvas_h > ZH ? canvas_h : ZH;
+    if (layout)
+        memset(layout, 0, sizeof *layout);
     MS_TRY(ms_canvas_init(&im, W, H));
 
     /* Channels: each stretched to [0, 1] between its percentiles, times its colour, summed
@@ -197,10 +226,61 @@ ms_status_t ms_render_draw(ms_canvas_t *canvas, const ms_render_t *r)
         for (int x = 0; x < ZW; x++)
             memcpy(canvas->rgb + ((size_t)y * canvas->w + x) * 3,
                    im.rgb + ((size_t)(y / zoom) * W + x / zoom) * 3, 3);
-    static const uint8_t white[3] = {255, 255, 255};
-    for (int i = 0; i < r->nlines; i++)
-        ms_font_draw(canvas, ZW + margin, margin + i * line_h, r->lines[i], scale,
-                     r->line_rgb[i] ? r->line_rgb[i] : white);
+    static const uint8_t white[3] = {255, 255, 255}, black[3] = {0, 0, 0},
+                         edge[3] = {110, 110, 110};
+    /* Scale bar: white with a black rim (readable over bright and dark images), its length
+     * over it, at the bottom left of the image. */
+    double bar_um = r->pixel_um > 0 ? ms_render_scale_length(W * r->pixel_um) : 0;
+    if (bar_um > 0) {
+        int bw = (int)floor(bar_um / r->pixel_um * zoom + 0.5);
+        int bh = ZH / 80 > 3 ? ZH / 80 : 3, rim = scale / 2 > 1 ? scale / 2 : 1;
+        int bx = ZW / 25 > margin ? ZW / 25 : margin, by = ZH - ZH / 25 - bh;
+        ms_canvas_rect(canvas, bx - rim, by - rim, bw + 2 * rim, bh + 2 * rim, black, 1);
+        ms_canvas_rect(canvas, bx, by, bw, bh, white, 1);
+        char label[32];
+        if (bar_um >= 1000)
+            snprintf(label, sizeof label, "%g mm", bar_um / 1000);
+        else
+            snprintf(label, sizeof label, "%g \xc2\xb5m", bar_um);
+        int tx = bx + (bw - ms_font_text_width(label, scale)) / 2, ty = by - rim - 2 * scale - gh;
+        tx = tx < rim ? rim : tx;
+        ms_font_draw(canvas, tx + rim, ty + rim, label, scale, black); /* shadow */
+        ms_font_draw(canvas, tx, ty, label, scale, white);
+        if (layout) {
+            layout->bar_um = bar_um;
+            layout->bar_x = bx, layout->bar_y = by, layout->bar_w = bw, layout->bar_h = bh;
+        }
+    }
+    /* The panel: lines of text, some led by a colour swatch, and the heat colour bar. */
+    int y = margin;
+    for (int i = 0; i < r->nlines; i++) {
+        int x = ZW + margin;
+        if (r->line_heatbar[i]) {
+            int x1 = x + heat_w - 1;
+            for (int xx = x; xx <= x1; xx++) {
+                uint8_t rgb[3];
+                ms_render_heat(rgb, (float)(xx - x) / (float)(x1 - x));
+                ms_canvas_rect(canvas, xx, y, 1, gh, rgb, 1);
+            }
+            if (layout)
+                layout->heat_x0 = x, layout->heat_x1 = x1, layout->heat_y = y, layout->heat_h = gh;
+            int ty = y + line_h;
+            ms_font_draw(canvas, x, ty, "0", scale, white);
+            ms_font_draw(canvas, (x + x1 - ms_font_text_width("0.5", scale)) / 2, ty, "0.5",
+                         scale, white);
+            ms_font_draw(canvas, x1 + 1 - ms_font_text_width("1", scale), ty, "1", scale, white);
+            y += 2 * line_h;
+            continue;
+        }
+        if (r->line_swatch[i]) {
+            /* a grey rim, so that a channel shown black ("off") still shows its square */
+            ms_canvas_rect(canvas, x, y, gh, gh, edge, 1);
+            ms_canvas_rect(canvas, x + 1, y + 1, gh - 2, gh - 2, r->line_swatch[i], 1);
+            x += swatch_w;
+        }
+        ms_font_draw(canvas, x, y, r->lines[i], scale, r->line_rgb[i] ? r->line_rgb[i] : white);
+        y += line_h;
+    }
 done:
     free(acc);
     free(heat_p);

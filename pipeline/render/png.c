@@ -1,4 +1,4 @@
-/* RGB canvas, the 5x7 bitmap font and PNG files (libpng's simplified API, which reports
+/* RGB canvas, the 5x7 bitmap font (printable ASCII and the micro sign) and PNG files (libpng's simplified API, which reports
  * errors in the image struct instead of longjmp-ing through our frames). */
 #include "pipeline/render/png.h"
 
@@ -51,7 +51,7 @@ void ms_canvas_rect(ms_canvas_t *c, int x, int y, int w, int h, const uint8_t rg
 /* The font: 7 rows of 5 dots per glyph, drawn as text so that it can be read and corrected
  * here. Shapes after the common HD44780 LCD 5x7 font. */
 typedef struct {
-    char ch;
+    int ch; /* a character code: ASCII, or 0xB5 for the micro sign */
     const char *rows[MS_FONT_H];
 } glyph_t;
 
@@ -112,24 +112,85 @@ static const glyph_t font[] = {
     {'>', {".#...", "..#..", "...#.", "....#", "...#.", "..#..", ".#..."}},
     {'*', {".....", "..#..", "#.#.#", ".###.", "#.#.#", "..#..", "....."}},
     {'?', {".###.", "#...#", "....#", "...#.", "..#..", ".....", "..#.."}},
+    {'a', {".....", ".....", ".###.", "....#", ".####", "#...#", ".####"}},
+    {'b', {"#....", "#....", "#.##.", "##..#", "#...#", "#...#", "####."}},
+    {'c', {".....", ".....", ".###.", "#....", "#....", "#...#", ".###."}},
+    {'d', {"....#", "....#", ".##.#", "#..##", "#...#", "#...#", ".####"}},
+    {'e', {".....", ".....", ".###.", "#...#", "#####", "#....", ".###."}},
+    {'f', {"..##.", ".#..#", ".#...", "###..", ".#...", ".#...", ".#..."}},
+    {'g', {".....", ".####", "#...#", "#...#", ".####", "....#", ".###."}},
+    {'h', {"#....", "#....", "#.##.", "##..#", "#...#", "#...#", "#...#"}},
+    {'i', {"..#..", ".....", ".##..", "..#..", "..#..", "..#..", ".###."}},
+    {'j', {"...#.", ".....", "..##.", "...#.", "...#.", "#..#.", ".##.."}},
+    {'k', {"#....", "#....", "#..#.", "#.#..", "##...", "#.#..", "#..#."}},
+    {'l', {".##..", "..#..", "..#..", "..#..", "..#..", "..#..", ".###."}},
+    {'m', {".....", ".....", "##.#.", "#.#.#", "#.#.#", "#...#", "#...#"}},
+    {'n', {".....", ".....", "#.##.", "##..#", "#...#", "#...#", "#...#"}},
+    {'o', {".....", ".....", ".###.", "#...#", "#...#", "#...#", ".###."}},
+    {'p', {".....", ".....", "####.", "#...#", "####.", "#....", "#...."}},
+    {'q', {".....", ".....", ".##.#", "#..##", ".####", "....#", "....#"}},
+    {'r', {".....", ".....", "#.##.", "##..#", "#....", "#....", "#...."}},
+    {'s', {".....", ".....", ".###.", "#....", ".###.", "....#", "####."}},
+    {'t', {".#...", ".#...", "###..", ".#...", ".#...", ".#..#", "..##."}},
+    {'u', {".....", ".....", "#...#", "#...#", "#...#", "#..##", ".##.#"}},
+    {'v', {".....", ".....", "#...#", "#...#", "#...#", ".#.#.", "..#.."}},
+    {'w', {".....", ".....", "#...#", "#...#", "#.#.#", "#.#.#", ".#.#."}},
+    {'x', {".....", ".....", "#...#", ".#.#.", "..#..", ".#.#.", "#...#"}},
+    {'y', {".....", ".....", "#...#", "#...#", ".####", "....#", ".###."}},
+    {'z', {".....", ".....", "#####", "...#.", "..#..", ".#...", "#####"}},
+    {'!', {"..#..", "..#..", "..#..", "..#..", "..#..", ".....", "..#.."}},
+    {'"', {".#.#.", ".#.#.", ".#.#.", ".....", ".....", ".....", "....."}},
+    {'$', {"..#..", ".####", "#.#..", ".###.", "..#.#", "####.", "..#.."}},
+    {'&', {".##..", "#..#.", "#.#..", ".#...", "#.#.#", "#..#.", ".##.#"}},
+    {';', {".....", ".##..", ".##..", ".....", ".##..", "..#..", ".#..."}},
+    {'@', {".###.", "#...#", "....#", ".##.#", "#.#.#", "#.#.#", ".###."}},
+    {'\\', {".....", "#....", ".#...", "..#..", "...#.", "....#", "....."}},
+    {'^', {"..#..", ".#.#.", "#...#", ".....", ".....", ".....", "....."}},
+    {'`', {".#...", "..#..", "...#.", ".....", ".....", ".....", "....."}},
+    {'{', {"...#.", "..#..", "..#..", ".#...", "..#..", "..#..", "...#."}},
+    {'|', {"..#..", "..#..", "..#..", "..#..", "..#..", "..#..", "..#.."}},
+    {'}', {".#...", "..#..", "..#..", "...#.", "..#..", "..#..", ".#..."}},
+    {'~', {".....", ".....", ".#...", "#.#.#", "...#.", ".....", "....."}},
+    /* the micro sign (U+00B5, UTF-8 C2 B5), for scale bars in micrometres */
+    {0xB5, {".....", "#...#", "#...#", "#...#", "##.##", "#.#.#", "#...."}},
 };
 
-static const glyph_t *glyph_of(char ch)
+static const glyph_t *glyph_of(int ch)
 {
-    if (ch >= 'a' && ch <= 'z')
-        ch = (char)(ch - 'a' + 'A');
+    if (ch < 0)
+        ch += 256; /* a char holding 0xB5 */
     for (size_t i = 0; i < sizeof font / sizeof *font; i++)
         if (font[i].ch == ch)
             return &font[i];
     return NULL;
 }
 
-int ms_font_has(char ch)
+/* The character at *p, advancing *p past it: one byte of ASCII, or one UTF-8 sequence (the
+ * micro sign as 0xB5; any other non-ASCII character as one unknown glyph, drawn '?'). */
+static int next_char(const char **p)
+{
+    const unsigned char *s = (const unsigned char *)*p;
+    if (s[0] < 0x80) {
+        *p += 1;
+        return s[0];
+    }
+    if (s[0] == 0xC2 && s[1] == 0xB5) {
+        *p += 2;
+        return 0xB5;
+    }
+    size_t n = 1;
+    while (s[n] >= 0x80 && s[n] < 0xC0 && n < 4)
+        n++; /* a lead byte and its continuation bytes */
+    *p += n;
+    return -1;
+}
+
+int ms_font_has(int ch)
 {
     return glyph_of(ch) != NULL;
 }
 
-int ms_font_dot(char ch, int col, int row)
+int ms_font_dot(int ch, int col, int row)
 {
     const glyph_t *g = glyph_of(ch);
     if (!g)
@@ -153,13 +214,17 @@ const char *ms_font_charset(void)
 {
     static char set[sizeof font / sizeof *font + 1];
     for (size_t i = 0; i < sizeof font / sizeof *font; i++)
-        set[i] = font[i].ch;
+        set[i] = (char)font[i].ch;
     return set;
 }
 
 int ms_font_text_width(const char *s, int scale)
 {
-    size_t n = strlen(s);
+    size_t n = 0;
+    while (*s) {
+        next_char(&s);
+        n++;
+    }
     return n ? (int)(n * (MS_FONT_W + 1) - 1) * scale : 0;
 }
 
@@ -170,11 +235,13 @@ int ms_font_text_height(int scale)
 
 int ms_font_draw(ms_canvas_t *c, int x, int y, const char *s, int scale, const uint8_t rgb[3])
 {
-    for (const char *p = s; *p; p++, x += (MS_FONT_W + 1) * scale)
+    for (const char *p = s; *p; x += (MS_FONT_W + 1) * scale) {
+        int ch = next_char(&p);
         for (int row = 0; row < MS_FONT_H; row++)
             for (int col = 0; col < MS_FONT_W; col++)
-                if (ms_font_dot(*p, col, row))
+                if (ms_font_dot(ch, col, row))
                     ms_canvas_rect(c, x + col * scale, y + row * scale, scale, scale, rgb, 1);
+    }
     return ms_font_text_width(s, scale);
 }
 
