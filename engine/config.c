@@ -131,10 +131,11 @@ static char *dup_range(const char *b, const char *e)
     return d;
 }
 
-/* The end of a value starting at b: the first ';' after a blank, or e. */
+/* The end of a value starting at b (after the blanks that follow '='): the first ';' after a
+ * blank, or e. b[-1] is the separator or a blank, so "key = ; note" has an empty value. */
 static const char *value_end(const char *b, const char *e)
 {
-    for (const char *q = b + 1; q < e; q++)
+    for (const char *q = b; q < e; q++)
         if (*q == ';' && blank(q[-1]))
             return q;
     return e;

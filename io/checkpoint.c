@@ -284,27 +284,32 @@ void ms_checkpoint_free(ms_ckpt_t *ck)
 
 /* ---------------------------------------------------------------- run folders */
 
-static int cmp_desc(const void *a, const void *b)
-{
-    long x = *(const long *)a, y = *(const long *)b;
-    return (x < y) - (x > y);
-}
-
 int ms_checkpoint_list(const char *dir, long *steps, int max)
 {
     int n = 0;
     DIR *d = opendir(dir);
-    if (!d)
+    if (!d || max < 1) {
+        if (d)
+            closedir(d);
         return 0;
+    }
     struct dirent *e;
-    while ((e = readdir(d)) && n < max) {
+    while ((e = readdir(d))) {
         long s;
         char tail[8];
-        if (sscanf(e->d_name, "ckpt-%ld.%3s", &s, tail) == 2 && !strcmp(tail, "h5") && s >= 0)
-            steps[n++] = s;
+        if (sscanf(e->d_name, "ckpt-%ld.%3s", &s, tail) != 2 || strcmp(tail, "h5") || s < 0)
+            continue;
+        /* keep the max newest, in order: insert s where it belongs, dropping the oldest */
+        int i = n < max ? n++ : max;
+        if (i == max && s <= steps[max - 1])
+            continue;
+        if (i == max)
+            i = max - 1;
+        for (; i > 0 && steps[i - 1] < s; i--)
+            steps[i] = steps[i - 1];
+        steps[i] = s;
     }
     closedir(d);
-    qsort(steps, (size_t)n, sizeof *steps, cmp_desc);
     return n;
 }
 

@@ -42,8 +42,8 @@ ms_status_t ms_checkpoint_read_meta(const char *path, ms_ckpt_t *ck);
 ms_status_t ms_checkpoint_load(const char *path, ms_net_t *net, int with_optimizer);
 void ms_checkpoint_free(ms_ckpt_t *ck);
 
-/* A run folder holds ckpt-<step, 8 digits>.h5. Their steps, newest first (at most max);
- * the count. */
+/* A run folder holds ckpt-<step, 8 digits>.h5. The steps of the max newest, newest first;
+ * their count. */
 int ms_checkpoint_list(const char *dir, long *steps, int max);
 /* dir/ckpt-<step>.h5 into out; -1 when it does not fit. */
 int ms_checkpoint_path(const char *dir, long step, char *out, size_t n);

@@ -122,9 +122,10 @@ with tempfile.TemporaryDirectory(prefix="ms-install-") as tmp:
     out = r.stdout + r.stderr
     check("bench --cpu --vs-pytorch runs from the moved prefix", r.returncode == 0, out[-1500:])
     check("bench ran the installed tools/bench-pytorch",
-          f"'{data}/tools/bench-pytorch' --cpu" in out and "pytorch-cpu what=infer" in out,
+          f"'{data}/tools/bench-pytorch' --cpu" in out and "pytorch-cpu mode=fp32 what=infer" in out,
           out[-1500:])
-    check("bench compared against PyTorch", "milscreen-vs-pytorch-cpu what=infer" in out)
+    check("bench compared against PyTorch",
+          re.search(r"milscreen-vs-pytorch-cpu prec=fp32 torch=fp32 what=infer .*ratio=", out))
 
     # 5. the installed twin and the installed paper config
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import milscreen_torch as mt; "

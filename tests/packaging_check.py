@@ -11,7 +11,7 @@ nor Spack), and the version named alike everywhere.
      (sh -n) with the {{ build arguments }} replaced by their %arguments defaults.
      (install_relocate.py runs %test itself against a real install.)
   2. packaging/spack: the recipe imports against a minimal stub of the Spack package API;
-     its variants are exactly cuda, mpi, dnnl, tiff, each mapping through cmake_args() to an
+     its variants are exactly cuda, nccl, mpi, dnnl, tiff, each mapping through cmake_args() to an
      MS_WITH_* option that exists in CMakeLists.txt (and every MS_WITH_* option has one), on
      and off; each optional part's dependencies are conditional on its variant; versions are
      main plus vX.Y.Z tags, including CMake's project version and every vX.Y.Z git tag.
@@ -258,7 +258,8 @@ def check_spack():
     check("the recipe names a git repository", bool(getattr(cls, "git", "")))
 
     variants = {a[0]: k.get("default") for a, k in rec["variant"]}
-    check("variants are cuda, mpi, dnnl, tiff", set(variants) == {"cuda", "mpi", "dnnl", "tiff"},
+    check("variants are cuda, nccl, mpi, dnnl, tiff",
+          set(variants) == {"cuda", "nccl", "mpi", "dnnl", "tiff"},
           str(sorted(variants)))
     cm = read(os.path.join(ROOT, "CMakeLists.txt"))
     options = set(re.findall(r"^option\((MS_WITH_\w+)", cm, re.M))
@@ -296,7 +297,7 @@ def check_spack():
     for name in ("cmake", "pkgconfig", "libinih", "hdf5", "libdeflate", "libpng"):
         check(f"depends on {name} always", name in deps and None in deps[name], str(deps.get(name)))
     for name, when in (("onednn", "+dnnl"), ("mpi", "+mpi"), ("libtiff", "+tiff"),
-                       ("cuda", "+cuda"), ("cudnn", "+cuda")):
+                       ("cuda", "+cuda"), ("cudnn", "+cuda"), ("nccl", "+cuda+nccl")):
         check(f"depends on {name} when {when}", deps.get(name) == [when], str(deps.get(name)))
     check("hdf5 with its high-level library (+hl)",
           any("+hl" in a[0] for a, _ in rec["depends_on"] if a[0].startswith("hdf5")))

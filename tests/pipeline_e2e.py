@@ -44,27 +44,8 @@ def weights(path):
         return out
 
 
-def digest(f):
-    """The checkpoint digest as docs/FORMATS.md defines it: FNV-1a 64 over the config text and
-    the float32 parameters, layer by layer in config order (weight, bias, threshold)."""
-    cfg = f.attrs["config"]
-    cfg = cfg.encode() if isinstance(cfg, str) else bytes(cfg)
-    h = 0xcbf29ce484222325
-    data = cfg
-    for sec in [line.strip()[1:-1] for line in cfg.decode().splitlines() if line.startswith("[")]:
-        for part in ("weight", "bias", "threshold"):
-            if f"weights/{sec}/{part}" in f:
-                data += f[f"weights/{sec}/{part}"][()].astype("<f4").tobytes()
-    for b in data:
-        h = ((h ^ b) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
-    return f"{h:016x}"
-
-
-def resign(path):
-    """After editing weights on purpose: store the digest of what is there now (a checkpoint
-    whose weights do not match its digest is refused as damaged)."""
-    with h5py.File(path, "r+") as f:
-        f.attrs["digest"] = digest(f)
+digest = mt.checkpoint_digest
+resign = mt.resign_checkpoint
 
 
 def newest(run_dir):

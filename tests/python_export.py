@@ -283,6 +283,7 @@ with tempfile.TemporaryDirectory(prefix="ms-pyexport-") as d:
     shutil.copy(ck, neg)
     with h5py.File(neg, "r+") as f:
         f["weights/conv7/bias"][...] = f["weights/conv7/bias"][()] - 300
+    mt.resign_checkpoint(neg)  # changed on purpose
     run("score", "--checkpoint", neg, "--out", "scores-neg", "--set", "score.masks=false",
         f"{data}/test.h5")
     with h5py.File("scores-neg/test.scores.h5", "r") as f:

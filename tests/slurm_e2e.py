@@ -425,7 +425,8 @@ def run_checks(cl, jobs, ms, root, slurm, work, h5py, np, existing):
                 check("pipeline: score output opens, mil_prob [6, 3] in [0, 1]",
                       p.shape == (6, 3) and np.all((p >= 0) & (p <= 1)), str(p.shape))
                 check("pipeline: scored with the final checkpoint",
-                      f.attrs["checkpoint_digest"] == c.attrs["digest"])
+                      f.attrs["checkpoint_digest"] == c.attrs["digest"],
+                      f"{f.attrs['checkpoint_digest']!r} vs {cks[-1]}: {c.attrs['digest']!r}")
 
     # -- 3, continued ------------------------------------------------------------------------
     if jobs.wait([gr], 120 * scale, "grid array"):

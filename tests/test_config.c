@@ -30,8 +30,25 @@ static void expect_error(const char *text, const char *needle)
     ms_spec_free(&spec);
 }
 
+/* Comments after a value as inih reads them: ';' after a blank starts one, also right after
+ * the blanks that follow '=' (an empty value: --print-config writes "test =   ; default"). */
+static void test_inline_comments(void)
+{
+    ms_config_t *cfg = NULL;
+    const char *v = NULL;
+    CHECK_OK(ms_config_parse(&cfg, "[data]\ntest = ; default\nval =;x\ntrain = a.h5 ; b\n", "t"));
+    CHECK_OK(ms_config_str(cfg, "data", "test", "unset", &v));
+    CHECK(v && !strcmp(v, ""), "'test = ; default' gives '%s'", v ? v : "(null)");
+    CHECK_OK(ms_config_str(cfg, "data", "val", "unset", &v));
+    CHECK(v && !strcmp(v, ";x"), "'val =;x' gives '%s'", v ? v : "(null)");
+    CHECK_OK(ms_config_str(cfg, "data", "train", "unset", &v));
+    CHECK(v && !strcmp(v, "a.h5"), "'train = a.h5 ; b' gives '%s'", v ? v : "(null)");
+    ms_config_free(cfg);
+}
+
 int main(void)
 {
+    test_inline_comments();
     /* the paper's network */
     ms_config_t *cfg = NULL;
     ms_spec_t spec = {0};

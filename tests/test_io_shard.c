@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "io/checkpoint.h"
 #include "io/h5util.h"
 #include "io/shard.h"
 #include "tests/check.h"
@@ -368,6 +369,41 @@ static void test_h5util(void)
     H5Fclose(id);
 }
 
+/* A run folder's checkpoints by step, whatever order the folder lists them in: the newest for
+ * score --checkpoint RUN_DIR, the n newest for --resume and pruning (a newest taken from the
+ * first directory entry scored with an older checkpoint). */
+static void test_run_folder(void)
+{
+    char run[600], path[700];
+    snprintf(run, sizeof run, "%s/run", dir);
+    mkdir(run, 0777);
+    const long steps[] = {8, 120, 4, 16, 12000, 64, 32};
+    for (size_t i = 0; i < sizeof steps / sizeof *steps; i++) {
+        snprintf(path, sizeof path, "%s/ckpt-%08ld.h5", run, steps[i]);
+        FILE *f = fopen(path, "w");
+        if (f)
+            fclose(f);
+    }
+    snprintf(path, sizeof path, "%s/ckpt-notastep.h5", run);
+    FILE *f = fopen(path, "w");
+    if (f)
+        fclose(f);
+    char newest[800];
+    ms_checkpoint_newest(run, newest, sizeof newest);
+    snprintf(path, sizeof path, "%s/ckpt-00012000.h5", run);
+    CHECK(!strcmp(newest, path), "newest is %s", newest);
+    long got[3];
+    int n = ms_checkpoint_list(run, got, 3);
+    CHECK(n == 3 && got[0] == 12000 && got[1] == 120 && got[2] == 64, "3 newest: %d: %ld %ld %ld",
+          n, got[0], got[1], got[2]);
+    long all[16];
+    n = ms_checkpoint_list(run, all, 16);
+    CHECK(n == 7 && all[0] == 12000 && all[6] == 4, "all: %d, %ld .. %ld", n, all[0], all[6]);
+    ms_checkpoint_prune(run, 2);
+    n = ms_checkpoint_list(run, all, 16);
+    CHECK(n == 2 && all[0] == 12000 && all[1] == 120, "after pruning to 2: %d", n);
+}
+
 int main(void)
 {
     snprintf(dir, sizeof dir, "/tmp/ms_test_io_shard.XXXXXX");
@@ -377,6 +413,7 @@ int main(void)
     test_roundtrips();
     test_digest();
     test_errors();
+    test_run_folder();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (check_fail == 0 && system(cmd) != 0)

@@ -34,6 +34,9 @@ class Milscreen(CMakePackage):
     variant("mpi", default=True, description="MPI ranks for train and score (MS_WITH_MPI)")
     variant("dnnl", default=True, description="oneDNN CPU backend (MS_WITH_DNNL)")
     variant("tiff", default=True, description="TIFF ingest with libtiff (MS_WITH_TIFF)")
+    variant("nccl", default=True,
+            description="NCCL all-reduce for GPU ranks, inside the CUDA plugin; needs +cuda "
+            "to matter (MS_WITH_NCCL)")
 
     depends_on("c", type="build")
     depends_on("cxx", type="build")
@@ -49,7 +52,7 @@ class Milscreen(CMakePackage):
     depends_on("libtiff", when="+tiff")
     depends_on("cuda@12:", when="+cuda")
     depends_on("cudnn", when="+cuda")
-    depends_on("nccl", when="+cuda")
+    depends_on("nccl", when="+cuda+nccl")
 
     def cmake_args(self):
         args = [
@@ -57,6 +60,7 @@ class Milscreen(CMakePackage):
             self.define_from_variant("MS_WITH_MPI", "mpi"),
             self.define_from_variant("MS_WITH_DNNL", "dnnl"),
             self.define_from_variant("MS_WITH_TIFF", "tiff"),
+            self.define_from_variant("MS_WITH_NCCL", "nccl"),
             self.define("MS_SANITIZE", False),
         ]
         if self.spec.satisfies("+cuda"):
