@@ -186,6 +186,9 @@ static ms_status_t parse_line(ms_config_t *c, const char *b, const char *e, int 
     const char *vb = sep + 1;
     while (vb < e && blank(*vb))
         vb++;
+    if (vb < e && *vb == ';' && vb == sep + 1)
+        return MS_ERR(MS_ECONFIG, "%s:%d: a value may not begin with ';' (written back as "
+                      "\"key = ;...\" it would read as a comment)", c->origin, line);
     const char *ve = vb < e ? value_end(vb, e) : e;
     trim(&vb, &ve);
     if (!(key = dup_range(kb, ke)) || !(val = dup_range(vb, ve)))
@@ -308,9 +311,10 @@ ms_status_t ms_config_set(ms_config_t *c, const char *a)
         if ((unsigned char)*q < 0x20 && *q != '\t')
             return MS_ERR(MS_EARG, "--set %.*s: the value holds a control character (byte "
                           "0x%02x)", (int)(eq - a), a, (unsigned char)*q);
-        if (*q == ';' && q > vb && blank(q[-1]))
-            return MS_ERR(MS_EARG, "--set %.*s: ' ;' in the value would start a comment in "
-                          "the stored config", (int)(eq - a), a);
+        if (*q == ';' && (q == vb || blank(q[-1])))
+            return MS_ERR(MS_EARG, "--set %.*s: %s in the value would start a comment in "
+                          "the stored config", (int)(eq - a), a,
+                          q == vb ? "a leading ';'" : "' ;'");
     }
     char sec[256], key[256];
     size_t ls = (size_t)(dot - a), lk = (size_t)(eq - dot - 1);

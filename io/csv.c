@@ -54,7 +54,7 @@ ms_status_t ms_csv_parse(ms_csv_t *t, const char *name, const char *text, size_t
         for (;;) {
             size_t n = 0;
             int quoted = 0;
-            if (text[i] == '"') {
+            if (i < size && text[i] == '"') { /* after a last ',' i is size: an empty field */
                 quoted = 1;
                 i++;
                 for (;;) {
@@ -78,6 +78,10 @@ ms_status_t ms_csv_parse(ms_csv_t *t, const char *name, const char *text, size_t
             while (i < size && text[i] != ',' && text[i] != '\n' && text[i] != '\r') {
                 if (quoted && !isspace((unsigned char)text[i]))
                     MS_FAIL(MS_EFORMAT, "%s:%d: text after a closing quote", name, line);
+                if (quoted) { /* blanks after the closing quote are not part of the field */
+                    i++;
+                    continue;
+                }
                 field[n++] = text[i++];
             }
             field[n] = 0;

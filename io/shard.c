@@ -25,7 +25,8 @@ struct ms_shard {
     ms_pixel_t dtype;
     ms_comp_t comp;
     int shuffle;
-    int raw_ok; /* chunked (1, C, th, tw) with no filters or shuffle+deflate / deflate only */
+    int raw_ok; /* chunked (1, C, th, tw) with no filters or shuffle+deflate / deflate only,
+                 * little-endian */
     int th, tw; /* chunk tile */
     char **class_names, **channel_names;
     ms_image_meta_t *meta; /* (N) */
@@ -342,6 +343,10 @@ ms_status_t ms_shard_open(ms_shard_t **out, const char *path)
         MS_FAIL(MS_EFORMAT, "%s: /images must be uint8 or uint16", path);
     s->dtype = H5Tget_size(type) == 1 ? MS_DTYPE_U8 : MS_DTYPE_U16;
     MS_TRY(probe_layout(s));
+    /* the fast decoder copies stored bytes as little-endian uint16: a big-endian /images
+     * (another tool's file) is converted by HDF5 instead, never read byte-swapped */
+    if (s->dtype == MS_DTYPE_U16 && H5Tget_order(type) != H5T_ORDER_LE)
+        s->raw_ok = 0;
     fcpl = H5Fget_create_plist(s->file);
     H5Pget_userblock(fcpl, &s->userblock);
     if (s->raw_ok) {

@@ -642,6 +642,8 @@ ms_status_t ms_tiff_info(const char *path, int page, const ms_tiff_map_t *map,
     info->pages = TIFFNumberOfDirectories(t);
     page_t p = {.t = t, .path = path, .page = page};
     MS_TRY(set_page(t, path, page));
+    if (info->pages < page + 1) /* a broken chain of directories: libtiff counted fewer */
+        info->pages = page + 1;
     MS_TRY(check_layout(&p, map));
     info->width = (int)p.w;
     info->height = (int)p.h;
