@@ -407,6 +407,12 @@ ms_status_t ms_shard_open(ms_shard_t **out, const char *path)
                 if (row[k] == 1 && first < 0)
                     first = k;
             }
+            int some_unknown = 0;
+            for (int k = 0; k < s->k; k++)
+                some_unknown |= row[k] == 255;
+            if (some_unknown && !unknown)
+                MS_FAIL(MS_EFORMAT, "%s: /meta/labels row %d mixes 255 (unknown) with known "
+                        "values: a row is wholly known (0/1) or wholly unknown (255)", path, i);
             s->known[i] = !unknown;
             if (unknown)
                 memset(row, 0, (size_t)s->k);
