@@ -61,7 +61,8 @@ static int run_dir(const char *dir, int *count)
         sprintf(names[n++], "%s/%s", dir, e->d_name);
     }
     closedir(d);
-    qsort(names, n, sizeof *names, cmp);
+    if (n > 1)
+        qsort(names, n, sizeof *names, cmp);
     int bad = 0;
     for (size_t i = 0; i < n; i++) {
         bad |= run_file(names[i]);
