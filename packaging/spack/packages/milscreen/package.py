@@ -41,8 +41,6 @@ class Milscreen(CMakePackage):
     depends_on("c", type="build")
     depends_on("cxx", type="build")
     depends_on("cmake@3.25:", type="build")
-    depends_on("pkgconfig", type="build")
-    depends_on("libinih")
     # H5Pset_file_locking (1.10.7) and the high-level library's dimension scales
     depends_on("hdf5@1.10.7: +hl")
     depends_on("libdeflate")
